@@ -1,0 +1,78 @@
+/**
+ * The narrow boundary between a model definition and the hardware. A model's forward pass is
+ * written once against these operations (src/model/transformer.ts); each backend implements
+ * them. Operations take and return opaque tensors of rows: a step's input is M token rows, from
+ * one or many sequences, prefill or decode alike — batch 1 is just M rows of one sequence.
+ */
+import type { DType } from "../model/dtype.js";
+import type { RopeConfig } from "../model/rope.js";
+
+/** A backend-owned 2-D tensor [rows, cols]; the storage behind it is the backend's business. */
+export interface Tensor {
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/** Shape of the paged KV cache: numBlocks blocks of blockSize token slots, for every layer. */
+export interface KvCacheSpec {
+  numLayers: number;
+  numBlocks: number;
+  blockSize: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+/** The KV cache storage a backend allocates once; the engine hands out its blocks. */
+export interface KvStorage {
+  readonly spec: KvCacheSpec;
+  /** Bytes held, for reporting. */
+  readonly bytes: number;
+}
+
+/**
+ * Where each of the step's M rows sits: its position in its sequence and the cache slot its key
+ * and value go to; plus, per row, the sequence's block table so attention can find earlier keys.
+ */
+export interface AttentionBatch {
+  /** Position of each row within its sequence. */
+  positions: Int32Array;
+  /** Flat cache slot (block * blockSize + offset) each row's key/value is written to. */
+  slots: Int32Array;
+  /** Block table of each row's sequence (rows of the same sequence share one array). */
+  blockTables: readonly Int32Array[];
+}
+
+export interface AttentionParams {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Attend only to the last `slidingWindow` positions (current included), or null for all. */
+  slidingWindow: number | null;
+}
+
+export interface Backend {
+  readonly name: string;
+  /** Takes a weight from checkpoint bytes; the backend chooses its storage format. */
+  weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor;
+  createKvCache(spec: KvCacheSpec): KvStorage;
+
+  /** Rows of `table` picked by token id: [M, hidden]. */
+  embed(table: Tensor, tokens: Int32Array): Tensor;
+  /** RMSNorm over each contiguous group of weight.cols elements (a whole row, or one head). */
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
+  /** x · wᵀ (+ bias): [M, K] × [N, K]ᵀ → [M, N]. */
+  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+  /** silu(gate) * up, elementwise. */
+  siluMul(gate: Tensor, up: Tensor): Tensor;
+  /** Rotates each head of x ([M, heads * headDim]) by its row's position. */
+  rope(x: Tensor, rope: RopeConfig, headDim: number, positions: Int32Array): Tensor;
+  /** Writes each row's key and value into its cache slot of `layer`. */
+  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;
+  /** Causal attention of each query row over its sequence's cached keys/values: [M, heads * headDim]. */
+  attention(q: Tensor, kv: KvStorage, layer: number, batch: AttentionBatch, p: AttentionParams): Tensor;
+  /** The listed rows of x, in order. */
+  gatherRows(x: Tensor, rows: Int32Array): Tensor;
+  /** Copies a tensor to the host as float32, row-major. */
+  read(x: Tensor): Float32Array;
+}

@@ -1,0 +1,162 @@
+/**
+ * The CPU backend: float32 everywhere, plain TypeScript. It is the reference every other backend
+ * is checked against, and the default where no GPU exists. Weights of any 16-bit or 8-bit float
+ * dtype are widened to float32 at load time, trading memory for a simple, fast inner loop.
+ */
+import type { AttentionBatch, AttentionParams, Backend, KvCacheSpec, KvStorage, Tensor } from "../backend.js";
+import { toFloat32, type DType } from "../../model/dtype.js";
+import { ropeAngles, type RopeConfig } from "../../model/rope.js";
+import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
+
+export class CpuTensor implements Tensor {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly data: Float32Array = new Float32Array(rows * cols),
+  ) {}
+}
+
+class CpuKvStorage implements KvStorage {
+  /** Per layer: [numBlocks * blockSize slots, numKvHeads, headDim]. */
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  readonly bytes: number;
+  constructor(readonly spec: KvCacheSpec) {
+    const perLayer = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
+    this.keys = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
+    this.values = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
+    this.bytes = 2 * spec.numLayers * perLayer * 4;
+  }
+}
+
+function t(x: Tensor): CpuTensor {
+  return x as CpuTensor;
+}
+
+export class CpuBackend implements Backend {
+  readonly name = "cpu";
+  private scores = new Float64Array(1024);
+  private cos = new Float32Array(0);
+  private sin = new Float32Array(0);
+
+  weight(_name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor {
+    const rows = shape.length === 2 ? shape[0] : 1;
+    const cols = shape.length === 2 ? shape[1] : shape[0];
+    return new CpuTensor(rows, cols, toFloat32(bytes, dtype));
+  }
+
+  createKvCache(spec: KvCacheSpec): KvStorage {
+    return new CpuKvStorage(spec);
+  }
+
+  embed(table: Tensor, tokens: Int32Array): Tensor {
+    const tab = t(table);
+    const out = new CpuTensor(tokens.length, tab.cols);
+    for (let m = 0; m < tokens.length; m++) {
+      const id = tokens[m];
+      if (id < 0 || id >= tab.rows)
+        throw new RangeError(`token id ${id} outside the vocabulary (0..${tab.rows - 1})`);
+      out.data.set(tab.data.subarray(id * tab.cols, (id + 1) * tab.cols), m * tab.cols);
+    }
+    return out;
+  }
+
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+    const out = new CpuTensor(x.rows, x.cols);
+    rmsNorm(t(x).data, t(weight).data, eps, out.data);
+    return out;
+  }
+
+  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+    const out = new CpuTensor(x.rows, w.rows);
+    matmulTransposed(t(x).data, t(w).data, out.data, x.rows, x.cols, w.rows, bias && t(bias).data);
+    return out;
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    const out = new CpuTensor(a.rows, a.cols);
+    const ad = t(a).data,
+      bd = t(b).data;
+    for (let i = 0; i < ad.length; i++) out.data[i] = ad[i] + bd[i];
+    return out;
+  }
+
+  siluMul(gate: Tensor, up: Tensor): Tensor {
+    const out = new CpuTensor(gate.rows, gate.cols);
+    const g = t(gate).data,
+      u = t(up).data;
+    for (let i = 0; i < g.length; i++) out.data[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+    return out;
+  }
+
+  rope(x: Tensor, rope: RopeConfig, headDim: number, positions: Int32Array): Tensor {
+    const out = new CpuTensor(x.rows, x.cols, t(x).data.slice());
+    if (this.cos.length !== headDim / 2) {
+      this.cos = new Float32Array(headDim / 2);
+      this.sin = new Float32Array(headDim / 2);
+    }
+    for (let m = 0; m < x.rows; m++) {
+      ropeAngles(rope, positions[m], this.cos, this.sin);
+      ropeRow(out.data, m * x.cols, x.cols / headDim, headDim, this.cos, this.sin);
+    }
+    return out;
+  }
+
+  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void {
+    const store = kv as CpuKvStorage;
+    const width = k.cols; // numKvHeads * headDim
+    for (let m = 0; m < k.rows; m++) {
+      store.keys[layer].set(t(k).data.subarray(m * width, (m + 1) * width), slots[m] * width);
+      store.values[layer].set(t(v).data.subarray(m * width, (m + 1) * width), slots[m] * width);
+    }
+  }
+
+  attention(q: Tensor, kv: KvStorage, layer: number, batch: AttentionBatch, p: AttentionParams): Tensor {
+    const store = kv as CpuKvStorage;
+    const { blockSize } = store.spec;
+    const keys = store.keys[layer];
+    const values = store.values[layer];
+    const qd = t(q).data;
+    const out = new CpuTensor(q.rows, q.cols);
+    const od = out.data;
+    const group = p.numHeads / p.numKvHeads;
+    const kvWidth = p.numKvHeads * p.headDim;
+    const scale = 1 / Math.sqrt(p.headDim);
+    for (let m = 0; m < q.rows; m++) {
+      const pos = batch.positions[m];
+      const table = batch.blockTables[m];
+      const first = p.slidingWindow === null ? 0 : Math.max(0, pos - p.slidingWindow + 1);
+      const n = pos - first + 1;
+      if (this.scores.length < n) this.scores = new Float64Array(2 * n);
+      const s = this.scores;
+      for (let h = 0; h < p.numHeads; h++) {
+        const qo = m * q.cols + h * p.headDim;
+        const headOffset = Math.floor(h / group) * p.headDim;
+        for (let j = first; j <= pos; j++) {
+          const slot = table[Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+          s[j - first] = dot(qd, qo, keys, slot * kvWidth + headOffset, p.headDim) * scale;
+        }
+        softmax(s, n);
+        for (let j = first; j <= pos; j++) {
+          const slot = table[Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+          const vo = slot * kvWidth + headOffset;
+          const w = s[j - first];
+          for (let d = 0; d < p.headDim; d++) od[qo + d] += w * values[vo + d];
+        }
+      }
+    }
+    return out;
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    const out = new CpuTensor(rows.length, x.cols);
+    for (let i = 0; i < rows.length; i++) {
+      out.data.set(t(x).data.subarray(rows[i] * x.cols, (rows[i] + 1) * x.cols), i * x.cols);
+    }
+    return out;
+  }
+
+  read(x: Tensor): Float32Array {
+    return t(x).data;
+  }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * The `tachyon` command. Subcommands live in their own files; this one dispatches and turns
+ * input errors into one clear line (no stack trace) with a non-zero exit code.
+ */
+import { TachyonError } from "../errors.js";
+import { benchCommand } from "./bench.js";
+import { infoCommand } from "./info.js";
+import { runCommand } from "./run.js";
+
+const usage = `tachyon — fast LLM inference for Node.js
+
+Usage:
+  tachyon run  [--model DIR] [--prompt TEXT | --chat] [options]   generate text (streams to stdout)
+  tachyon info [--model DIR]                                      architecture, parameters, memory
+  tachyon bench [--shape NAME] [--device D] [--out FILE]          batch-1 decode speed on random weights
+
+Run options:
+  --model DIR              Hugging Face model folder (default: the embedded tachyon-code-tiny)
+  --prompt TEXT            text to continue (default: "def fibonacci(n):")
+  --chat                   chat through the model's template; with --prompt, one turn, else interactive
+  --system TEXT            system message for --chat
+  --max-tokens N           most tokens to generate (default 128)
+  --temperature T          0 = greedy (default 0.7)
+  --top-k K  --top-p P  --min-p P
+  --repetition-penalty R  --presence-penalty P  --frequency-penalty F
+  --seed N                 reproducible sampling
+  --stop TEXT              stop string (repeatable)
+  --logprobs N             print each token's log-probability and N alternatives
+  --json                   print one JSON document (text, tokens, logprobs, statistics) instead of text
+  --device auto|cpu|cuda   where to run (default auto)
+  --max-context N          KV cache reserved for prompt + completion (default: model's, up to 4096)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "run":
+      return runCommand(rest);
+    case "info":
+      return infoCommand(rest);
+    case "bench":
+      return benchCommand(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(usage);
+      return 0;
+    default:
+      throw new TachyonError(`unknown command "${command}"; try "tachyon help"`, "argument");
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (
+      err instanceof TachyonError ||
+      String((err as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS")
+    ) {
+      process.stderr.write(`tachyon: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(
+        `tachyon: internal error (please report): ${(err as Error).stack ?? String(err)}\n`,
+      );
+      process.exitCode = 1;
+    }
+  },
+);

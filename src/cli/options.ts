@@ -1,0 +1,83 @@
+/** Flags shared by the commands that load a model and generate. */
+import fs from "node:fs";
+import { TachyonError } from "../errors.js";
+import type { Device, LoadOptions } from "../engine/loaded-model.js";
+import type { GenerateOptions } from "../engine/generate.js";
+import { defaultModelDir } from "./default-model.js";
+import { ProgressBar } from "./progress.js";
+
+export const modelFlags = {
+  model: { type: "string" },
+  device: { type: "string", default: "auto" },
+  "max-context": { type: "string" },
+} as const;
+
+export const samplingFlags = {
+  "max-tokens": { type: "string", default: "128" },
+  temperature: { type: "string", default: "0.7" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
+  seed: { type: "string" },
+  stop: { type: "string", multiple: true },
+  logprobs: { type: "string" },
+} as const;
+
+function number(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n))
+    throw new TachyonError(`--${flag} needs a number, got "${v}"`, "argument");
+  return n;
+}
+
+export function modelDir(values: { model?: string }): string {
+  const dir = values.model ?? defaultModelDir;
+  if (!fs.existsSync(dir)) {
+    throw new TachyonError(
+      values.model
+        ? `model folder ${dir} does not exist`
+        : `no --model given and the embedded model is missing at ${dir}`,
+      "argument",
+    );
+  }
+  return dir;
+}
+
+export function loadOptions(values: { device?: string; "max-context"?: string }): LoadOptions {
+  const device = values.device ?? "auto";
+  if (!["auto", "cpu", "cuda"].includes(device)) {
+    throw new TachyonError(`--device must be auto, cpu or cuda, got "${device}"`, "argument");
+  }
+  const bar = new ProgressBar("loading");
+  return {
+    device: device as Device,
+    maxContext: number("max-context", values["max-context"]),
+    onProgress: (p) => {
+      bar.update(p.loadedBytes, p.totalBytes, p.tensor);
+      if (p.loadedBytes >= p.totalBytes) bar.done();
+    },
+  };
+}
+
+export function generateOptions(v: Record<string, string | string[] | boolean | undefined>): GenerateOptions {
+  const s = (k: string): string | undefined => v[k] as string | undefined;
+  const opts: GenerateOptions = {
+    maxTokens: number("max-tokens", s("max-tokens")),
+    temperature: number("temperature", s("temperature")),
+    topK: number("top-k", s("top-k")),
+    topP: number("top-p", s("top-p")),
+    minP: number("min-p", s("min-p")),
+    repetitionPenalty: number("repetition-penalty", s("repetition-penalty")),
+    presencePenalty: number("presence-penalty", s("presence-penalty")),
+    frequencyPenalty: number("frequency-penalty", s("frequency-penalty")),
+    seed: number("seed", s("seed")),
+    stop: v.stop as string[] | undefined,
+    logprobs: number("logprobs", s("logprobs")),
+  };
+  // Leave unset fields out so the engine's defaults apply.
+  return Object.fromEntries(Object.entries(opts).filter(([, x]) => x !== undefined)) as GenerateOptions;
+}

@@ -1,0 +1,169 @@
+/**
+ * The generation loop of one sequence: prefill the prompt, then sample, stream and stop. Text is
+ * detokenized incrementally (never splitting a character) and checked against stop strings before
+ * it is shown. The loop yields to the event loop between tokens so a server stays responsive and
+ * an AbortSignal can end it.
+ */
+import { TachyonError } from "../errors.js";
+import { StreamDecoder } from "../tokenizer/stream-decoder.js";
+import type { Tokenizer } from "../tokenizer/tokenizer.js";
+import type { ModelExecutor } from "./executor.js";
+import {
+  logSoftmaxAt,
+  Sampler,
+  topLogprobs,
+  validateSamplingParams,
+  type SamplingParams,
+} from "./sampling.js";
+import { StopStringMatcher } from "./stop-strings.js";
+
+export interface GenerateOptions extends Partial<SamplingParams> {
+  /** Most tokens to generate (default: up to the context limit). */
+  maxTokens?: number;
+  /** Strings that end generation; they are not part of the output. */
+  stop?: string[];
+  /** Token ids that end generation, in addition to the model's EOS unless ignoreEos. */
+  stopTokenIds?: number[];
+  ignoreEos?: boolean;
+  /** Report each token's log-probability and this many top alternatives (0 = the token's only). */
+  logprobs?: number;
+  signal?: AbortSignal;
+}
+
+export interface TokenLogprob {
+  token: number;
+  text: string;
+  logprob: number;
+}
+
+/**
+ * One generated token and the text it made visible (may be empty while text is held back). A
+ * final chunk with token null carries text that was held back until the stream ended.
+ */
+export interface GeneratedToken {
+  token: number | null;
+  text: string;
+  logprob?: number;
+  topLogprobs?: TokenLogprob[];
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt submitted → first token sampled. */
+  timeToFirstTokenMs: number;
+  totalMs: number;
+  /** Tokens after the first, per second of decoding. */
+  decodeTokensPerSecond: number;
+}
+
+/** Prompt rows per forward step: bounds activation memory on long prompts. */
+const prefillChunk = 256;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export async function* generateTokens(
+  executor: ModelExecutor,
+  tokenizer: Tokenizer,
+  promptIds: readonly number[],
+  options: GenerateOptions = {},
+): AsyncGenerator<GeneratedToken, GenerationResult> {
+  const cfg = executor.config;
+  const params = validateSamplingParams(options);
+  if (promptIds.length === 0)
+    throw new TachyonError("the prompt is empty: give at least one token", "argument");
+  const room = executor.contextLength - promptIds.length;
+  if (room <= 0) {
+    throw new TachyonError(
+      `the prompt has ${promptIds.length} tokens but the context is ${executor.contextLength}; shorten it` +
+        (executor.contextLength < cfg.maxPositions
+          ? ` or raise --max-context (the model allows ${cfg.maxPositions})`
+          : ""),
+      "argument",
+    );
+  }
+  if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 1)) {
+    throw new TachyonError(`max_tokens must be a positive integer, got ${options.maxTokens}`, "argument");
+  }
+  const maxTokens = Math.min(options.maxTokens ?? room, room);
+  const stopIds = new Set(options.stopTokenIds ?? []);
+  if (!options.ignoreEos) for (const id of cfg.eosTokenIds) stopIds.add(id);
+  const topN = options.logprobs;
+
+  const sampler = new Sampler(params, cfg.vocabSize);
+  sampler.setPrompt(promptIds);
+  const decoder = new StreamDecoder(tokenizer, promptIds);
+  const stops = new StopStringMatcher(options.stop ?? []);
+  const seq = executor.newSequence();
+  const start = performance.now();
+  let firstTokenAt = 0;
+  const tokens: number[] = [];
+  let text = "";
+  let finishReason: FinishReason = "length";
+  let matchedStopString = false;
+
+  try {
+    let logits: Float32Array = new Float32Array(0);
+    for (let i = 0; i < promptIds.length; i += prefillChunk) {
+      [logits] = executor.step([{ seq, tokens: promptIds.slice(i, i + prefillChunk) }]);
+      if (i + prefillChunk < promptIds.length) await yieldToEventLoop();
+    }
+    while (tokens.length < maxTokens) {
+      if (options.signal?.aborted) {
+        finishReason = "abort";
+        break;
+      }
+      const token = sampler.sample(logits);
+      sampler.accept(token);
+      tokens.push(token);
+      if (tokens.length === 1) firstTokenAt = performance.now();
+      if (stopIds.has(token)) {
+        finishReason = "stop";
+        break;
+      }
+      const out: GeneratedToken = { token, text: "" };
+      if (topN !== undefined) {
+        out.logprob = logSoftmaxAt(logits, token);
+        out.topLogprobs = topLogprobs(logits, topN).map((t) => ({ ...t, text: tokenizer.decode([t.token]) }));
+      }
+      const visible = stops.push(decoder.push(token));
+      out.text = visible.text;
+      text += visible.text;
+      yield out;
+      if (visible.stopped) {
+        finishReason = "stop";
+        matchedStopString = true;
+        break;
+      }
+      if (tokens.length === maxTokens) break;
+      await yieldToEventLoop();
+      [logits] = executor.step([{ seq, tokens: [token] }]);
+    }
+    if (!matchedStopString) {
+      const tail = stops.push(decoder.flush()).text + stops.flush();
+      if (tail) {
+        text += tail;
+        yield { token: null, text: tail };
+      }
+    }
+  } finally {
+    seq.free();
+  }
+  const end = performance.now();
+  const decodeMs = end - (firstTokenAt || end);
+  return {
+    text,
+    tokens,
+    finishReason,
+    promptTokens: promptIds.length,
+    completionTokens: tokens.length,
+    timeToFirstTokenMs: (firstTokenAt || end) - start,
+    totalMs: end - start,
+    decodeTokensPerSecond: tokens.length > 1 && decodeMs > 0 ? ((tokens.length - 1) * 1000) / decodeMs : 0,
+  };
+}

@@ -1,0 +1,144 @@
+/**
+ * The library's entry point: a model folder loaded onto a backend, with its tokenizer, ready to
+ * generate. `loadModel` → `generate` / `chat` (async iterators of tokens) or `complete`.
+ */
+import { CpuBackend } from "../backends/cpu/cpu-backend.js";
+import type { Backend } from "../backends/backend.js";
+import { TachyonError } from "../errors.js";
+import { Checkpoint } from "../model/checkpoint.js";
+import { loadConfig, type ModelConfig } from "../model/config.js";
+import { expectedTensors, loadWeights, usesTiedEmbeddings, type LoadProgress } from "../model/weights.js";
+import type { ChatMessage } from "../tokenizer/chat-template.js";
+import { Tokenizer } from "../tokenizer/tokenizer.js";
+import { ModelExecutor } from "./executor.js";
+import {
+  generateTokens,
+  type GeneratedToken,
+  type GenerateOptions,
+  type GenerationResult,
+} from "./generate.js";
+
+export type Device = "auto" | "cpu" | "cuda";
+
+export interface LoadOptions {
+  device?: Device;
+  /** Longest prompt + completion to reserve KV cache for (default: the model's, up to 4096). */
+  maxContext?: number;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface ModelInfo {
+  architecture: string;
+  parameters: number;
+  /** Bytes of the weights as stored in the checkpoint. */
+  checkpointBytes: number;
+  /** Dtypes of the checkpoint's tensors, most common first. */
+  dtypes: string[];
+}
+
+function pickBackend(device: Device): Backend {
+  if (device === "cuda") {
+    throw new TachyonError(
+      "the CUDA backend is not available in this build yet; use --device cpu",
+      "argument",
+    );
+  }
+  return new CpuBackend();
+}
+
+export class LoadedModel {
+  private constructor(
+    readonly dir: string,
+    readonly config: ModelConfig,
+    readonly tokenizer: Tokenizer,
+    readonly executor: ModelExecutor,
+    readonly info: ModelInfo,
+  ) {}
+
+  static async load(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
+    const config = loadConfig(dir);
+    const tokenizer = Tokenizer.load(dir);
+    const backend = pickBackend(options.device ?? "auto");
+    const ckpt = Checkpoint.open(dir);
+    try {
+      const info = describe(config, ckpt, dir);
+      const weights = loadWeights(backend, config, ckpt, dir, options.onProgress);
+      const contextLength = Math.min(config.maxPositions, options.maxContext ?? 4096);
+      const executor = new ModelExecutor(backend, config, weights, {
+        maxTokens: contextLength,
+        contextLength,
+      });
+      return new LoadedModel(dir, config, tokenizer, executor, info);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  get device(): string {
+    return this.executor.backend.name;
+  }
+
+  /** Streams tokens continuing `prompt` (text is encoded with the tokenizer's special tokens, e.g. BOS). */
+  generate(
+    prompt: string | readonly number[],
+    options?: GenerateOptions,
+  ): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
+    return generateTokens(this.executor, this.tokenizer, ids, options);
+  }
+
+  /** Streams the assistant's reply to a chat, formatted by the model's chat template. */
+  chat(messages: ChatMessage[], options?: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationResult> {
+    return generateTokens(this.executor, this.tokenizer, this.tokenizer.encodeChat(messages), options);
+  }
+
+  /** Runs a generation to the end and returns the whole result. */
+  async complete(prompt: string | readonly number[], options?: GenerateOptions): Promise<GenerationResult> {
+    const it = this.generate(prompt, options);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** Logits of every position of `tokens` ([tokens.length * vocab]), e.g. for scoring or perplexity. */
+  logits(tokens: readonly number[]): Float32Array {
+    const seq = this.executor.newSequence();
+    try {
+      return this.executor.step([{ seq, tokens, allLogits: true }])[0];
+    } finally {
+      seq.free();
+    }
+  }
+}
+
+function describe(config: ModelConfig, ckpt: Checkpoint, dir: string): ModelInfo {
+  const tied = usesTiedEmbeddings(config, ckpt, dir);
+  let parameters = 0;
+  let checkpointBytes = 0;
+  const dtypeCount = new Map<string, number>();
+  for (const [name, shape] of expectedTensors(config, !tied)) {
+    parameters += shape.reduce((a, b) => a * b, 1);
+    if (!ckpt.has(name)) continue; // loadWeights reports it
+    const info = ckpt.info(name);
+    checkpointBytes += info.byteLength;
+    dtypeCount.set(info.dtype, (dtypeCount.get(info.dtype) ?? 0) + info.byteLength);
+  }
+  const dtypes = [...dtypeCount.entries()].sort((a, b) => b[1] - a[1]).map(([d]) => d);
+  return { architecture: config.architecture, parameters, checkpointBytes, dtypes };
+}
+
+/** Reads config.json and the checkpoint headers only: no weights are loaded. */
+export function inspectModel(dir: string): { config: ModelConfig; info: ModelInfo } {
+  const config = loadConfig(dir);
+  const ckpt = Checkpoint.open(dir);
+  try {
+    return { config, info: describe(config, ckpt, dir) };
+  } finally {
+    ckpt.close();
+  }
+}
+
+export function loadModel(dir: string, options?: LoadOptions): Promise<LoadedModel> {
+  return LoadedModel.load(dir, options);
+}

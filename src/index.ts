@@ -1,0 +1,15 @@
+/** tachyon's library API. */
+export { loadModel, inspectModel, LoadedModel } from "./engine/loaded-model.js";
+export type { Device, LoadOptions, ModelInfo } from "./engine/loaded-model.js";
+export type {
+  GenerateOptions,
+  GeneratedToken,
+  GenerationResult,
+  FinishReason,
+  TokenLogprob,
+} from "./engine/generate.js";
+export type { SamplingParams } from "./engine/sampling.js";
+export type { ChatMessage } from "./tokenizer/chat-template.js";
+export type { ModelConfig } from "./model/config.js";
+export { Tokenizer } from "./tokenizer/tokenizer.js";
+export { TachyonError } from "./errors.js";

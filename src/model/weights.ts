@@ -1,0 +1,137 @@
+/**
+ * Checkpoint tensors → backend weights, by Hugging Face names, with every shape checked against
+ * config.json before anything is used. Tensors are read one at a time from disk, so peak host
+ * memory is one tensor, not the checkpoint.
+ */
+import type { Backend, Tensor } from "../backends/backend.js";
+import { TachyonError } from "../errors.js";
+import type { Checkpoint } from "./checkpoint.js";
+import type { ModelConfig } from "./config.js";
+import type { LayerWeights, ModelWeights } from "./transformer.js";
+
+export interface LoadProgress {
+  loadedBytes: number;
+  totalBytes: number;
+  tensor: string;
+}
+
+/** Every tensor the model needs, with its expected shape, in load order. */
+export function expectedTensors(cfg: ModelConfig, hasLmHead: boolean): Map<string, number[]> {
+  const H = cfg.hiddenSize;
+  const qWidth = cfg.numHeads * cfg.headDim;
+  const kvWidth = cfg.numKvHeads * cfg.headDim;
+  const I = cfg.intermediateSize;
+  const shapes = new Map<string, number[]>();
+  shapes.set("model.embed_tokens.weight", [cfg.vocabSize, H]);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    shapes.set(p + "input_layernorm.weight", [H]);
+    shapes.set(p + "self_attn.q_proj.weight", [qWidth, H]);
+    shapes.set(p + "self_attn.k_proj.weight", [kvWidth, H]);
+    shapes.set(p + "self_attn.v_proj.weight", [kvWidth, H]);
+    shapes.set(p + "self_attn.o_proj.weight", [H, qWidth]);
+    if (cfg.qkvBias) {
+      shapes.set(p + "self_attn.q_proj.bias", [qWidth]);
+      shapes.set(p + "self_attn.k_proj.bias", [kvWidth]);
+      shapes.set(p + "self_attn.v_proj.bias", [kvWidth]);
+    }
+    if (cfg.oBias) shapes.set(p + "self_attn.o_proj.bias", [H]);
+    if (cfg.qkNorm) {
+      shapes.set(p + "self_attn.q_norm.weight", [cfg.headDim]);
+      shapes.set(p + "self_attn.k_norm.weight", [cfg.headDim]);
+    }
+    shapes.set(p + "post_attention_layernorm.weight", [H]);
+    shapes.set(p + "mlp.gate_proj.weight", [I, H]);
+    shapes.set(p + "mlp.up_proj.weight", [I, H]);
+    shapes.set(p + "mlp.down_proj.weight", [H, I]);
+    if (cfg.mlpBias) {
+      shapes.set(p + "mlp.gate_proj.bias", [I]);
+      shapes.set(p + "mlp.up_proj.bias", [I]);
+      shapes.set(p + "mlp.down_proj.bias", [H]);
+    }
+  }
+  shapes.set("model.norm.weight", [H]);
+  if (hasLmHead) shapes.set("lm_head.weight", [cfg.vocabSize, H]);
+  return shapes;
+}
+
+/** Whether the output head is the embedding matrix (config says so, or says nothing and lm_head is absent). */
+export function usesTiedEmbeddings(cfg: ModelConfig, ckpt: Checkpoint, dir: string): boolean {
+  const hasLmHead = ckpt.has("lm_head.weight");
+  if (cfg.tieWordEmbeddings === true) return true;
+  if (!hasLmHead && cfg.tieWordEmbeddings === false) {
+    throw new TachyonError(
+      `${dir}: config.json says tie_word_embeddings=false but the checkpoint has no lm_head.weight; ` +
+        `the checkpoint is incomplete or the config belongs to another model`,
+      "checkpoint",
+    );
+  }
+  return !hasLmHead;
+}
+
+export function loadWeights(
+  backend: Backend,
+  cfg: ModelConfig,
+  ckpt: Checkpoint,
+  dir: string,
+  onProgress?: (p: LoadProgress) => void,
+): ModelWeights {
+  const tied = usesTiedEmbeddings(cfg, ckpt, dir);
+  const shapes = expectedTensors(cfg, !tied);
+  let totalBytes = 0;
+  for (const [name, shape] of shapes) {
+    if (!ckpt.has(name)) {
+      throw new TachyonError(
+        `${dir}: tensor ${name} is missing from the checkpoint (${cfg.architecture} needs it)`,
+        "checkpoint",
+      );
+    }
+    const info = ckpt.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      throw new TachyonError(
+        `${info.file}: tensor ${name} has shape [${info.shape.join(", ")}] but config.json implies [${shape.join(", ")}]; ` +
+          `the config and the weights do not belong together`,
+        "checkpoint",
+      );
+    }
+    totalBytes += info.byteLength;
+  }
+
+  let loadedBytes = 0;
+  const tensors = new Map<string, Tensor>();
+  for (const name of shapes.keys()) {
+    const info = ckpt.info(name);
+    tensors.set(name, backend.weight(name, info.dtype, info.shape, ckpt.read(name)));
+    loadedBytes += info.byteLength;
+    onProgress?.({ loadedBytes, totalBytes, tensor: name });
+  }
+  const get = (name: string): Tensor => tensors.get(name)!;
+  const opt = (name: string): Tensor | undefined => tensors.get(name);
+
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      inputNorm: get(p + "input_layernorm.weight"),
+      q: get(p + "self_attn.q_proj.weight"),
+      k: get(p + "self_attn.k_proj.weight"),
+      v: get(p + "self_attn.v_proj.weight"),
+      o: get(p + "self_attn.o_proj.weight"),
+      qBias: opt(p + "self_attn.q_proj.bias"),
+      kBias: opt(p + "self_attn.k_proj.bias"),
+      vBias: opt(p + "self_attn.v_proj.bias"),
+      oBias: opt(p + "self_attn.o_proj.bias"),
+      qNorm: opt(p + "self_attn.q_norm.weight"),
+      kNorm: opt(p + "self_attn.k_norm.weight"),
+      postNorm: get(p + "post_attention_layernorm.weight"),
+      gate: get(p + "mlp.gate_proj.weight"),
+      up: get(p + "mlp.up_proj.weight"),
+      down: get(p + "mlp.down_proj.weight"),
+      gateBias: opt(p + "mlp.gate_proj.bias"),
+      upBias: opt(p + "mlp.up_proj.bias"),
+      downBias: opt(p + "mlp.down_proj.bias"),
+    });
+  }
+  const embed = get("model.embed_tokens.weight");
+  return { embed, layers, norm: get("model.norm.weight"), lmHead: tied ? embed : get("lm_head.weight") };
+}
