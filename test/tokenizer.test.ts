@@ -55,6 +55,7 @@ for (const [name, { encode, chat }] of Object.entries(cases.tokenizers)) {
   });
 
   test(`${name}: streaming decode equals whole decode and never splits a character`, () => {
+    let compared = 0;
     for (const c of encode) {
       const ids = c.ids_no_special;
       if (ids.length === 0) continue;
@@ -75,7 +76,20 @@ for (const [name, { encode, chat }] of Object.entries(cases.tokenizers)) {
       const head = tok.decode(ids.slice(0, cut));
       if (whole.startsWith(head) && !head.includes("\uFFFD")) {
         assert.equal(streamed, whole.slice(head.length), `stream of ${JSON.stringify(c.text)}`);
+        compared++;
       }
     }
+    assert.ok(compared >= encode.length / 2, `only ${compared} of ${encode.length} texts compared`);
+  });
+
+  test(`${name}: a character spread over several tokens is streamed whole`, () => {
+    const text = "x = '🦀 naïve 日本語 🧑‍🤝‍🧑'";
+    const ids = tok.encode(text, false);
+    const stream = new StreamDecoder(tok, [], false);
+    const pieces = ids.map((id) => stream.push(id));
+    pieces.push(stream.flush());
+    assert.ok(ids.length > [...text].length / 2, "the text really is split into byte-level tokens");
+    for (const p of pieces) assert.ok(!p.includes("\uFFFD"), `piece ${JSON.stringify(p)}`);
+    assert.equal(pieces.join(""), tok.decode(ids));
   });
 }

@@ -3,7 +3,16 @@ import { parseArgs } from "node:util";
 import { inspectModel } from "../engine/loaded-model.js";
 import { modelDir, modelFlags } from "./options.js";
 
-const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 2)} GiB`;
+/** Bytes in the largest binary unit that keeps the number at least 1. */
+function size(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${bytes.toFixed(i === 0 ? 0 : 2)} ${units[i]}`;
+}
 
 export async function infoCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { model: modelFlags.model }, strict: true });
@@ -15,18 +24,18 @@ export async function infoCommand(argv: string[]): Promise<number> {
     ["architecture", c.architecture],
     ["parameters", `${(info.parameters / 1e6).toFixed(2)} M`],
     ["checkpoint dtype", info.dtypes.join(", ")],
-    ["checkpoint size", gib(info.checkpointBytes)],
+    ["checkpoint size", size(info.checkpointBytes)],
     ["layers / hidden / ffn", `${c.numLayers} / ${c.hiddenSize} / ${c.intermediateSize}`],
     ["heads (q / kv) × dim", `${c.numHeads} / ${c.numKvHeads} × ${c.headDim}`],
     ["vocabulary", String(c.vocabSize)],
     ["context", `${c.maxPositions} positions, rope ${c.rope.type} θ=${c.rope.theta}`],
     [
       "memory (cpu, f32)",
-      `${gib(info.parameters * 4)} weights + ${gib(kvPerToken * 4 * 1024)} KV per 1k tokens`,
+      `${size(info.parameters * 4)} weights + ${size(kvPerToken * 4 * 1024)} KV per 1k tokens`,
     ],
     [
       "memory (gpu, bf16)",
-      `${gib(info.parameters * 2)} weights + ${gib(kvPerToken * 2 * 1024)} KV per 1k tokens`,
+      `${size(info.parameters * 2)} weights + ${size(kvPerToken * 2 * 1024)} KV per 1k tokens`,
     ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));

@@ -91,6 +91,7 @@ export class Tokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = false): string {
+    if (ids.length === 0) return ""; // the library rejects an empty list
     return this.hf.decode(ids as number[], { skip_special_tokens: skipSpecialTokens });
   }
 
