@@ -5,6 +5,7 @@
 export class ProgressBar {
   private readonly start = performance.now();
   private shown = false;
+  private lastDraw = 0;
 
   constructor(
     private readonly label: string,
@@ -16,7 +17,10 @@ export class ProgressBar {
     if (!this.stream.isTTY) return;
     const elapsed = performance.now() - this.start;
     if (!this.shown && elapsed < this.delayMs) return;
+    // Redraw at most ten times a second, and always at the end.
+    if (elapsed - this.lastDraw < 100 && done < total) return;
     this.shown = true;
+    this.lastDraw = elapsed;
     const width = 30;
     const frac = total > 0 ? Math.min(1, done / total) : 1;
     const filled = Math.round(frac * width);

@@ -1,5 +1,5 @@
 /** `tachyon run`: stream a completion or a chat reply, then a statistics line. */
-import readline from "node:readline/promises";
+import readline from "node:readline";
 import { parseArgs } from "node:util";
 import type { GeneratedToken, GenerateOptions, GenerationResult } from "../engine/generate.js";
 import { loadModel, type LoadedModel } from "../engine/loaded-model.js";
@@ -57,22 +57,16 @@ export async function runCommand(argv: string[]): Promise<number> {
 
 async function interactiveChat(model: LoadedModel, gen: GenerateOptions, system?: string): Promise<number> {
   const messages: ChatMessage[] = system === undefined ? [] : [{ role: "system", content: system }];
-  const rl = readline.createInterface({
-    input: process.stdin,
-    output: process.stdout,
-    terminal: process.stdin.isTTY,
-  });
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  // The line iterator buffers input, so lines piped in ahead of the replies are not lost.
+  const lines = rl[Symbol.asyncIterator]();
   process.stderr.write("chat: type a message, an empty line or Ctrl-D to quit\n");
   try {
     for (;;) {
-      let line: string;
-      try {
-        line = await rl.question("> ");
-      } catch {
-        break; // input closed
-      }
-      if (line.trim() === "") break;
-      messages.push({ role: "user", content: line });
+      process.stdout.write("> ");
+      const next = await lines.next();
+      if (next.done || next.value.trim() === "") break;
+      messages.push({ role: "user", content: next.value });
       const result = await drain(model.chat(messages, gen), (t) => process.stdout.write(t.text));
       process.stdout.write("\n");
       printStats(model, result);
