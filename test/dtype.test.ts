@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { seededRandom } from "./random.js";
 import {
   dtypeBytes,
   float32ToBf16Bits,
@@ -24,15 +25,7 @@ function f32(bits: number): number {
   return new Float32Array(new Uint32Array([bits]).buffer)[0];
 }
 
-/** A random generator with a fixed seed (mulberry32), so failures reproduce. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 test("dtypeBytes and isDType", () => {
   assert.equal(dtypeBytes("F64"), 8);

@@ -8,21 +8,14 @@ import path from "node:path";
 import { Rng } from "../engine/rng.js";
 import { float32ToBf16Bits, type DType } from "./dtype.js";
 import { writeSafetensors } from "./safetensors.js";
-import { parseConfig, type Architecture } from "./config.js";
+import { parseConfig, type ModelConfig } from "./config.js";
 import { expectedTensors } from "./weights.js";
 
-export interface ModelShape {
-  architecture: Architecture;
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim?: number;
-  maxPositions?: number;
-  tieWordEmbeddings?: boolean;
-}
+/** The dimensions that define a model; the rest of its config takes common defaults. */
+export type ModelShape = Pick<
+  ModelConfig,
+  "architecture" | "vocabSize" | "hiddenSize" | "intermediateSize" | "numLayers" | "numHeads" | "numKvHeads"
+> & { headDim?: number; maxPositions?: number; tieWordEmbeddings?: boolean };
 
 export const namedShapes: Record<string, ModelShape> = {
   /** About 20M parameters: the size the CPU backend must run at interactive speed. */
