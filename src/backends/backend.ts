@@ -71,6 +71,8 @@ export interface Backend {
   writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;
   /** Causal attention of each query row over its sequence's cached keys/values: [M, heads * headDim]. */
   attention(q: Tensor, kv: KvStorage, layer: number, batch: AttentionBatch, p: AttentionParams): Tensor;
+  /** [a | b]: rows of a followed by the same rows of b, side by side. */
+  concatCols(a: Tensor, b: Tensor): Tensor;
   /** The listed rows of x, in order. */
   gatherRows(x: Tensor, rows: Int32Array): Tensor;
   /** Copies a tensor to the host as float32, row-major. */

@@ -5,6 +5,7 @@
  */
 import { TachyonError } from "../errors.js";
 import { benchCommand } from "./bench.js";
+import { evalCommand } from "./eval.js";
 import { infoCommand } from "./info.js";
 import { runCommand } from "./run.js";
 
@@ -13,6 +14,7 @@ const usage = `tachyon — fast LLM inference for Node.js
 Usage:
   tachyon run  [--model DIR] [--prompt TEXT | --chat] [options]   generate text (streams to stdout)
   tachyon info [--model DIR]                                      architecture, parameters, memory
+  tachyon eval [--model DIR] --file TEXT                          held-out perplexity (+ MTP acceptance)
   tachyon bench [--shape NAME] [--device D] [--out FILE]          batch-1 decode speed on random weights
 
 Run options:
@@ -41,6 +43,8 @@ async function main(argv: string[]): Promise<number> {
       return infoCommand(rest);
     case "bench":
       return benchCommand(rest);
+    case "eval":
+      return evalCommand(rest);
     case undefined:
     case "help":
     case "--help":

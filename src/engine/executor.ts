@@ -5,7 +5,8 @@
  */
 import type { Backend, KvStorage } from "../backends/backend.js";
 import type { ModelConfig } from "../model/config.js";
-import { forward, type ModelWeights } from "../model/transformer.js";
+import { mtpHidden, mtpLogits } from "../model/mtp.js";
+import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
 import { BlockAllocator, SequenceKv } from "./kv-cache.js";
 
 export interface StepInput {
@@ -40,7 +41,8 @@ export class ModelExecutor {
     const numBlocks = Math.ceil(cache.maxTokens / this.blockSize);
     this.allocator = new BlockAllocator(numBlocks);
     this.kv = backend.createKvCache({
-      numLayers: config.numLayers,
+      // MTP modules attend like one more layer each, at the same positions.
+      numLayers: config.numLayers + config.numMtpModules,
       numBlocks,
       blockSize: this.blockSize,
       numKvHeads: config.numKvHeads,
@@ -75,13 +77,12 @@ export class ModelExecutor {
         if (allLogits || i === toks.length - 1) logitRows.push(r);
       }
     }
-    const logits = this.backend.read(
-      forward(this.backend, this.weights, this.config, this.kv, {
-        tokens,
-        attention: { positions, slots, blockTables },
-        logitRows: Int32Array.from(logitRows),
-      }),
-    );
+    const b = this.backend;
+    const hidden = forwardHidden(b, this.weights, this.config, this.kv, {
+      tokens,
+      attention: { positions, slots, blockTables },
+    });
+    const logits = b.read(outputLogits(b, this.weights, this.config, hidden, Int32Array.from(logitRows)));
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
 
     const vocab = this.config.vocabSize;
@@ -93,5 +94,51 @@ export class ModelExecutor {
       row += n;
     }
     return out;
+  }
+
+  /**
+   * Scores a whole sequence teacher-forced, in a scratch sequence: the logits at every position
+   * ([T * vocab]) and, for MTP depths 1..mtpDepths, the depth-k logits at positions 0..T-1-k
+   * ([(T - k) * vocab]; row i predicts token i + k + 1 from token i + k).
+   */
+  score(tokens: readonly number[], mtpDepths = 0): { logits: Float32Array; mtpLogits: Float32Array[] } {
+    if (mtpDepths > this.config.numMtpModules) {
+      throw new RangeError(`the model has ${this.config.numMtpModules} MTP modules, asked for ${mtpDepths}`);
+    }
+    const b = this.backend;
+    const T = tokens.length;
+    const seq = this.newSequence();
+    try {
+      seq.reserve(T);
+      const batch = (n: number) => ({
+        positions: Int32Array.from({ length: n }, (_, i) => i),
+        slots: Int32Array.from({ length: n }, (_, i) => seq.slot(i)),
+        blockTables: new Array<Int32Array>(n).fill(seq.blockTable),
+      });
+      const rows = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
+      let hidden = forwardHidden(b, this.weights, this.config, this.kv, {
+        tokens: Int32Array.from(tokens),
+        attention: batch(T),
+      });
+      const logits = b.read(outputLogits(b, this.weights, this.config, hidden, rows(T)));
+      const mtpLogitsOut: Float32Array[] = [];
+      for (let depth = 1; depth <= mtpDepths && T - depth > 0; depth++) {
+        const n = T - depth;
+        hidden = mtpHidden(
+          b,
+          this.weights,
+          this.config,
+          this.kv,
+          depth,
+          b.gatherRows(hidden, rows(n)),
+          Int32Array.from(tokens.slice(depth)),
+          batch(n),
+        );
+        mtpLogitsOut.push(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)).slice());
+      }
+      return { logits: logits.slice(), mtpLogits: mtpLogitsOut };
+    } finally {
+      seq.free();
+    }
   }
 }

@@ -103,12 +103,7 @@ export class LoadedModel {
 
   /** Logits of every position of `tokens` ([tokens.length * vocab]), e.g. for scoring or perplexity. */
   logits(tokens: readonly number[]): Float32Array {
-    const seq = this.executor.newSequence();
-    try {
-      return this.executor.step([{ seq, tokens, allLogits: true }])[0];
-    } finally {
-      seq.free();
-    }
+    return this.executor.score(tokens).logits;
   }
 }
 

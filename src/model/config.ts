@@ -40,6 +40,8 @@ export interface ModelConfig {
   qkNorm: boolean;
   /** Attend only to the last `slidingWindow` positions (inclusive of the current one), or null. */
   slidingWindow: number | null;
+  /** Multi-token-prediction modules shipped with the model (DeepSeek-V3 num_nextn_predict_layers). */
+  numMtpModules: number;
   bosTokenId: number | null;
   eosTokenIds: number[];
   /** The dtype the checkpoint declares (informational; tensors carry their own dtype). */
@@ -148,6 +150,7 @@ export function parseConfig(raw: Json, file = "config.json", extraEos: number[] 
     mlpBias: raw.mlp_bias === true,
     qkNorm: architecture === "Qwen3ForCausalLM",
     slidingWindow,
+    numMtpModules: !raw.num_nextn_predict_layers ? 0 : int(raw, "num_nextn_predict_layers", file),
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: [...new Set(eos)],
     torchDtype: String(raw.torch_dtype ?? raw.dtype ?? "unknown"),

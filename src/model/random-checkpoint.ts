@@ -15,7 +15,7 @@ import { expectedTensors } from "./weights.js";
 export type ModelShape = Pick<
   ModelConfig,
   "architecture" | "vocabSize" | "hiddenSize" | "intermediateSize" | "numLayers" | "numHeads" | "numKvHeads"
-> & { headDim?: number; maxPositions?: number; tieWordEmbeddings?: boolean };
+> & { headDim?: number; maxPositions?: number; tieWordEmbeddings?: boolean; numMtpModules?: number };
 
 export const namedShapes: Record<string, ModelShape> = {
   /** About 20M parameters: the size the CPU backend must run at interactive speed. */
@@ -63,6 +63,7 @@ export function configJson(shape: ModelShape): Record<string, unknown> {
     rms_norm_eps: 1e-5,
     rope_theta: 10000,
     tie_word_embeddings: shape.tieWordEmbeddings ?? false,
+    num_nextn_predict_layers: shape.numMtpModules ?? 0,
     torch_dtype: "bfloat16",
   };
 }

@@ -6,6 +6,7 @@
  */
 import type { AttentionBatch, Backend, KvStorage, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "./config.js";
+import type { MtpWeights } from "./mtp.js";
 
 export interface LayerWeights {
   inputNorm: Tensor;
@@ -33,18 +34,21 @@ export interface ModelWeights {
   layers: LayerWeights[];
   norm: Tensor;
   lmHead: Tensor;
+  /** Multi-token-prediction modules, depth 1 first (empty for most models). */
+  mtp: MtpWeights[];
 }
 
 /** One forward step over M token rows (any mix of sequences, prefill or decode). */
 export interface ForwardBatch {
   tokens: Int32Array;
   attention: AttentionBatch;
-  /** Rows whose logits are wanted (usually each sequence's last row). */
-  logitRows: Int32Array;
 }
 
-/** Runs the step and returns logits [logitRows.length, vocab]. */
-export function forward(
+/**
+ * The last decoder layer's output for every row, before the final norm: [M, hidden]. The
+ * multi-token-prediction modules start from these states.
+ */
+export function forwardHidden(
   b: Backend,
   w: ModelWeights,
   cfg: ModelConfig,
@@ -53,12 +57,34 @@ export function forward(
 ): Tensor {
   let x = b.embed(w.embed, batch.tokens);
   for (let layer = 0; layer < cfg.numLayers; layer++) {
-    const lw = w.layers[layer];
-    x = b.add(x, attention(b, lw, cfg, kv, layer, b.rmsNorm(x, lw.inputNorm, cfg.rmsNormEps), batch));
-    x = b.add(x, mlp(b, lw, b.rmsNorm(x, lw.postNorm, cfg.rmsNormEps)));
+    x = decoderLayer(b, w.layers[layer], cfg, kv, layer, x, batch.attention);
   }
-  const last = b.gatherRows(x, batch.logitRows);
-  return b.linear(b.rmsNorm(last, w.norm, cfg.rmsNormEps), w.lmHead);
+  return x;
+}
+
+/** Logits [rows.length, vocab] of the listed rows of the final hidden states. */
+export function outputLogits(
+  b: Backend,
+  w: ModelWeights,
+  cfg: ModelConfig,
+  hidden: Tensor,
+  rows: Int32Array,
+): Tensor {
+  return b.linear(b.rmsNorm(b.gatherRows(hidden, rows), w.norm, cfg.rmsNormEps), w.lmHead);
+}
+
+/** Pre-norm attention block then pre-norm MLP block, each added to the residual stream. */
+export function decoderLayer(
+  b: Backend,
+  lw: LayerWeights,
+  cfg: ModelConfig,
+  kv: KvStorage,
+  kvLayer: number,
+  x: Tensor,
+  attn: AttentionBatch,
+): Tensor {
+  const h = b.add(x, attention(b, lw, cfg, kv, kvLayer, b.rmsNorm(x, lw.inputNorm, cfg.rmsNormEps), attn));
+  return b.add(h, mlp(b, lw, b.rmsNorm(h, lw.postNorm, cfg.rmsNormEps)));
 }
 
 function attention(
@@ -66,11 +92,10 @@ function attention(
   lw: LayerWeights,
   cfg: ModelConfig,
   kv: KvStorage,
-  layer: number,
+  kvLayer: number,
   h: Tensor,
-  batch: ForwardBatch,
+  attn: AttentionBatch,
 ): Tensor {
-  const { positions, slots } = batch.attention;
   let q = b.linear(h, lw.q, lw.qBias);
   let k = b.linear(h, lw.k, lw.kBias);
   const v = b.linear(h, lw.v, lw.vBias);
@@ -78,10 +103,10 @@ function attention(
     q = b.rmsNorm(q, lw.qNorm, cfg.rmsNormEps);
     k = b.rmsNorm(k, lw.kNorm, cfg.rmsNormEps);
   }
-  q = b.rope(q, cfg.rope, cfg.headDim, positions);
-  k = b.rope(k, cfg.rope, cfg.headDim, positions);
-  b.writeKv(kv, layer, k, v, slots);
-  const out = b.attention(q, kv, layer, batch.attention, {
+  q = b.rope(q, cfg.rope, cfg.headDim, attn.positions);
+  k = b.rope(k, cfg.rope, cfg.headDim, attn.positions);
+  b.writeKv(kv, kvLayer, k, v, attn.slots);
+  const out = b.attention(q, kv, kvLayer, attn, {
     numHeads: cfg.numHeads,
     numKvHeads: cfg.numKvHeads,
     headDim: cfg.headDim,

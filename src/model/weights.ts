@@ -7,6 +7,7 @@ import type { Backend, Tensor } from "../backends/backend.js";
 import { TachyonError } from "../errors.js";
 import type { Checkpoint } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
+import type { MtpWeights } from "./mtp.js";
 import type { LayerWeights, ModelWeights } from "./transformer.js";
 
 export interface LoadProgress {
@@ -15,43 +16,58 @@ export interface LoadProgress {
   tensor: string;
 }
 
-/** Every tensor the model needs, with its expected shape, in load order. */
-export function expectedTensors(cfg: ModelConfig, hasLmHead: boolean): Map<string, number[]> {
+/** The tensors of one decoder layer under `prefix` (e.g. "model.layers.3."), with their shapes. */
+function layerTensors(cfg: ModelConfig, prefix: string, shapes: Map<string, number[]>): void {
   const H = cfg.hiddenSize;
   const qWidth = cfg.numHeads * cfg.headDim;
   const kvWidth = cfg.numKvHeads * cfg.headDim;
   const I = cfg.intermediateSize;
+  const p = prefix;
+  shapes.set(p + "input_layernorm.weight", [H]);
+  shapes.set(p + "self_attn.q_proj.weight", [qWidth, H]);
+  shapes.set(p + "self_attn.k_proj.weight", [kvWidth, H]);
+  shapes.set(p + "self_attn.v_proj.weight", [kvWidth, H]);
+  shapes.set(p + "self_attn.o_proj.weight", [H, qWidth]);
+  if (cfg.qkvBias) {
+    shapes.set(p + "self_attn.q_proj.bias", [qWidth]);
+    shapes.set(p + "self_attn.k_proj.bias", [kvWidth]);
+    shapes.set(p + "self_attn.v_proj.bias", [kvWidth]);
+  }
+  if (cfg.oBias) shapes.set(p + "self_attn.o_proj.bias", [H]);
+  if (cfg.qkNorm) {
+    shapes.set(p + "self_attn.q_norm.weight", [cfg.headDim]);
+    shapes.set(p + "self_attn.k_norm.weight", [cfg.headDim]);
+  }
+  shapes.set(p + "post_attention_layernorm.weight", [H]);
+  shapes.set(p + "mlp.gate_proj.weight", [I, H]);
+  shapes.set(p + "mlp.up_proj.weight", [I, H]);
+  shapes.set(p + "mlp.down_proj.weight", [H, I]);
+  if (cfg.mlpBias) {
+    shapes.set(p + "mlp.gate_proj.bias", [I]);
+    shapes.set(p + "mlp.up_proj.bias", [I]);
+    shapes.set(p + "mlp.down_proj.bias", [H]);
+  }
+}
+
+/**
+ * Every tensor the model needs, with its expected shape, in load order. Multi-token-prediction
+ * modules (config num_nextn_predict_layers) are stored as `mtp.{k}.*`; see src/model/mtp.ts.
+ */
+export function expectedTensors(cfg: ModelConfig, hasLmHead: boolean): Map<string, number[]> {
+  const H = cfg.hiddenSize;
   const shapes = new Map<string, number[]>();
   shapes.set("model.embed_tokens.weight", [cfg.vocabSize, H]);
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    shapes.set(p + "input_layernorm.weight", [H]);
-    shapes.set(p + "self_attn.q_proj.weight", [qWidth, H]);
-    shapes.set(p + "self_attn.k_proj.weight", [kvWidth, H]);
-    shapes.set(p + "self_attn.v_proj.weight", [kvWidth, H]);
-    shapes.set(p + "self_attn.o_proj.weight", [H, qWidth]);
-    if (cfg.qkvBias) {
-      shapes.set(p + "self_attn.q_proj.bias", [qWidth]);
-      shapes.set(p + "self_attn.k_proj.bias", [kvWidth]);
-      shapes.set(p + "self_attn.v_proj.bias", [kvWidth]);
-    }
-    if (cfg.oBias) shapes.set(p + "self_attn.o_proj.bias", [H]);
-    if (cfg.qkNorm) {
-      shapes.set(p + "self_attn.q_norm.weight", [cfg.headDim]);
-      shapes.set(p + "self_attn.k_norm.weight", [cfg.headDim]);
-    }
-    shapes.set(p + "post_attention_layernorm.weight", [H]);
-    shapes.set(p + "mlp.gate_proj.weight", [I, H]);
-    shapes.set(p + "mlp.up_proj.weight", [I, H]);
-    shapes.set(p + "mlp.down_proj.weight", [H, I]);
-    if (cfg.mlpBias) {
-      shapes.set(p + "mlp.gate_proj.bias", [I]);
-      shapes.set(p + "mlp.up_proj.bias", [I]);
-      shapes.set(p + "mlp.down_proj.bias", [H]);
-    }
-  }
+  for (let l = 0; l < cfg.numLayers; l++) layerTensors(cfg, `model.layers.${l}.`, shapes);
   shapes.set("model.norm.weight", [H]);
   if (hasLmHead) shapes.set("lm_head.weight", [cfg.vocabSize, H]);
+  for (let k = 0; k < cfg.numMtpModules; k++) {
+    const p = `mtp.${k}.`;
+    shapes.set(p + "hidden_norm.weight", [H]);
+    shapes.set(p + "embed_norm.weight", [H]);
+    shapes.set(p + "proj.weight", [H, 2 * H]);
+    layerTensors(cfg, p + "layer.", shapes);
+    shapes.set(p + "final_norm.weight", [H]);
+  }
   return shapes;
 }
 
@@ -106,32 +122,43 @@ export function loadWeights(
     onProgress?.({ loadedBytes, totalBytes, tensor: name });
   }
   const get = (name: string): Tensor => tensors.get(name)!;
-  const opt = (name: string): Tensor | undefined => tensors.get(name);
-
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    layers.push({
-      inputNorm: get(p + "input_layernorm.weight"),
-      q: get(p + "self_attn.q_proj.weight"),
-      k: get(p + "self_attn.k_proj.weight"),
-      v: get(p + "self_attn.v_proj.weight"),
-      o: get(p + "self_attn.o_proj.weight"),
-      qBias: opt(p + "self_attn.q_proj.bias"),
-      kBias: opt(p + "self_attn.k_proj.bias"),
-      vBias: opt(p + "self_attn.v_proj.bias"),
-      oBias: opt(p + "self_attn.o_proj.bias"),
-      qNorm: opt(p + "self_attn.q_norm.weight"),
-      kNorm: opt(p + "self_attn.k_norm.weight"),
-      postNorm: get(p + "post_attention_layernorm.weight"),
-      gate: get(p + "mlp.gate_proj.weight"),
-      up: get(p + "mlp.up_proj.weight"),
-      down: get(p + "mlp.down_proj.weight"),
-      gateBias: opt(p + "mlp.gate_proj.bias"),
-      upBias: opt(p + "mlp.up_proj.bias"),
-      downBias: opt(p + "mlp.down_proj.bias"),
+  const layer = (p: string): LayerWeights => ({
+    inputNorm: get(p + "input_layernorm.weight"),
+    q: get(p + "self_attn.q_proj.weight"),
+    k: get(p + "self_attn.k_proj.weight"),
+    v: get(p + "self_attn.v_proj.weight"),
+    o: get(p + "self_attn.o_proj.weight"),
+    qBias: tensors.get(p + "self_attn.q_proj.bias"),
+    kBias: tensors.get(p + "self_attn.k_proj.bias"),
+    vBias: tensors.get(p + "self_attn.v_proj.bias"),
+    oBias: tensors.get(p + "self_attn.o_proj.bias"),
+    qNorm: tensors.get(p + "self_attn.q_norm.weight"),
+    kNorm: tensors.get(p + "self_attn.k_norm.weight"),
+    postNorm: get(p + "post_attention_layernorm.weight"),
+    gate: get(p + "mlp.gate_proj.weight"),
+    up: get(p + "mlp.up_proj.weight"),
+    down: get(p + "mlp.down_proj.weight"),
+    gateBias: tensors.get(p + "mlp.gate_proj.bias"),
+    upBias: tensors.get(p + "mlp.up_proj.bias"),
+    downBias: tensors.get(p + "mlp.down_proj.bias"),
+  });
+  const mtp: MtpWeights[] = [];
+  for (let k = 0; k < cfg.numMtpModules; k++) {
+    const p = `mtp.${k}.`;
+    mtp.push({
+      hiddenNorm: get(p + "hidden_norm.weight"),
+      embedNorm: get(p + "embed_norm.weight"),
+      proj: get(p + "proj.weight"),
+      layer: layer(p + "layer."),
+      finalNorm: get(p + "final_norm.weight"),
     });
   }
   const embed = get("model.embed_tokens.weight");
-  return { embed, layers, norm: get("model.norm.weight"), lmHead: tied ? embed : get("lm_head.weight") };
+  return {
+    embed,
+    layers: Array.from({ length: cfg.numLayers }, (_, l) => layer(`model.layers.${l}.`)),
+    norm: get("model.norm.weight"),
+    lmHead: tied ? embed : get("lm_head.weight"),
+    mtp,
+  };
 }

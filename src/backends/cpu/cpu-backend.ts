@@ -148,6 +148,15 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  concatCols(a: Tensor, b: Tensor): Tensor {
+    const out = new CpuTensor(a.rows, a.cols + b.cols);
+    for (let r = 0; r < a.rows; r++) {
+      out.data.set(t(a).data.subarray(r * a.cols, (r + 1) * a.cols), r * out.cols);
+      out.data.set(t(b).data.subarray(r * b.cols, (r + 1) * b.cols), r * out.cols + a.cols);
+    }
+    return out;
+  }
+
   gatherRows(x: Tensor, rows: Int32Array): Tensor {
     const out = new CpuTensor(rows.length, x.cols);
     for (let i = 0; i < rows.length; i++) {
