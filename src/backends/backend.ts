@@ -30,16 +30,27 @@ export interface KvStorage {
 }
 
 /**
- * Where each of the step's M rows sits: its position in its sequence and the cache slot its key
- * and value go to; plus, per row, the sequence's block table so attention can find earlier keys.
+ * The host-side description of one step's M rows: which token each row holds, its position in its
+ * sequence, the cache slot its key and value go to, its sequence's block table (so attention can
+ * find earlier keys), and which rows' outputs are wanted.
  */
-export interface AttentionBatch {
-  /** Position of each row within its sequence. */
+export interface StepRows {
+  tokens: Int32Array;
   positions: Int32Array;
   /** Flat cache slot (block * blockSize + offset) each row's key/value is written to. */
   slots: Int32Array;
   /** Block table of each row's sequence (rows of the same sequence share one array). */
   blockTables: readonly Int32Array[];
+  /** Rows picked by gatherOutputRows, in order (usually each sequence's last row). */
+  outputRows: Int32Array;
+}
+
+/**
+ * A step's rows as the backend holds them (a GPU backend uploads them once per step into fixed
+ * buffers, so a captured graph can replay the step with new rows).
+ */
+export interface Step {
+  readonly rows: StepRows;
 }
 
 export interface AttentionParams {
@@ -55,9 +66,11 @@ export interface Backend {
   /** Takes a weight from checkpoint bytes; the backend chooses its storage format. */
   weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;
+  /** Makes a step's row metadata available to the operations below. */
+  prepareStep(rows: StepRows): Step;
 
-  /** Rows of `table` picked by token id: [M, hidden]. */
-  embed(table: Tensor, tokens: Int32Array): Tensor;
+  /** Rows of `table` picked by each row's token id: [M, hidden]. */
+  embed(table: Tensor, step: Step): Tensor;
   /** RMSNorm over each contiguous group of weight.cols elements (a whole row, or one head). */
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** x · wᵀ (+ bias): [M, K] × [N, K]ᵀ → [M, N]. */
@@ -66,15 +79,17 @@ export interface Backend {
   /** silu(gate) * up, elementwise. */
   siluMul(gate: Tensor, up: Tensor): Tensor;
   /** Rotates each head of x ([M, heads * headDim]) by its row's position. */
-  rope(x: Tensor, rope: RopeConfig, headDim: number, positions: Int32Array): Tensor;
+  rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor;
   /** Writes each row's key and value into its cache slot of `layer`. */
-  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;
+  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void;
   /** Causal attention of each query row over its sequence's cached keys/values: [M, heads * headDim]. */
-  attention(q: Tensor, kv: KvStorage, layer: number, batch: AttentionBatch, p: AttentionParams): Tensor;
+  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor;
   /** [a | b]: rows of a followed by the same rows of b, side by side. */
   concatCols(a: Tensor, b: Tensor): Tensor;
-  /** The listed rows of x, in order. */
-  gatherRows(x: Tensor, rows: Int32Array): Tensor;
+  /** The step's output rows of x, in order. */
+  gatherOutputRows(x: Tensor, step: Step): Tensor;
+  /** Rows [start, start + count) of x. */
+  sliceRows(x: Tensor, start: number, count: number): Tensor;
   /** Copies a tensor to the host as float32, row-major. */
   read(x: Tensor): Float32Array;
 }

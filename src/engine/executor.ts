@@ -78,11 +78,15 @@ export class ModelExecutor {
       }
     }
     const b = this.backend;
-    const hidden = forwardHidden(b, this.weights, this.config, this.kv, {
+    const step = b.prepareStep({
       tokens,
-      attention: { positions, slots, blockTables },
+      positions,
+      slots,
+      blockTables,
+      outputRows: Int32Array.from(logitRows),
     });
-    const logits = b.read(outputLogits(b, this.weights, this.config, hidden, Int32Array.from(logitRows)));
+    const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
+    const logits = b.read(outputLogits(b, this.weights, this.config, hidden, step));
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
 
     const vocab = this.config.vocabSize;
@@ -110,29 +114,33 @@ export class ModelExecutor {
     const seq = this.newSequence();
     try {
       seq.reserve(T);
-      const batch = (n: number) => ({
-        positions: Int32Array.from({ length: n }, (_, i) => i),
-        slots: Int32Array.from({ length: n }, (_, i) => seq.slot(i)),
-        blockTables: new Array<Int32Array>(n).fill(seq.blockTable),
-      });
-      const rows = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
-      let hidden = forwardHidden(b, this.weights, this.config, this.kv, {
-        tokens: Int32Array.from(tokens),
-        attention: batch(T),
-      });
-      const logits = b.read(outputLogits(b, this.weights, this.config, hidden, rows(T)));
+      // Rows 0..n-1 at positions 0..n-1 reading `toks`; every row is an output row.
+      const step = (toks: readonly number[]) => {
+        const n = toks.length;
+        const rows = Int32Array.from({ length: n }, (_, i) => i);
+        return b.prepareStep({
+          tokens: Int32Array.from(toks),
+          positions: rows,
+          slots: Int32Array.from({ length: n }, (_, i) => seq.slot(i)),
+          blockTables: new Array<Int32Array>(n).fill(seq.blockTable),
+          outputRows: rows,
+        });
+      };
+      const main = step(tokens);
+      let hidden = forwardHidden(b, this.weights, this.config, this.kv, main);
+      const logits = b.read(outputLogits(b, this.weights, this.config, hidden, main));
       const mtpLogitsOut: Float32Array[] = [];
       for (let depth = 1; depth <= mtpDepths && T - depth > 0; depth++) {
         const n = T - depth;
+        // Depth k at position i reads token i + k: the step's tokens are the sequence shifted by k.
         hidden = mtpHidden(
           b,
           this.weights,
           this.config,
           this.kv,
           depth,
-          b.gatherRows(hidden, rows(n)),
-          Int32Array.from(tokens.slice(depth)),
-          batch(n),
+          b.sliceRows(hidden, 0, n),
+          step(tokens.slice(depth)),
         );
         mtpLogitsOut.push(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)).slice());
       }

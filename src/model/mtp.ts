@@ -10,7 +10,7 @@
  * Checkpoint names: mtp.{k-1}.{hidden_norm,embed_norm,proj,final_norm}.weight and
  * mtp.{k-1}.layer.* (the usual decoder-layer names). Transformers ignores them.
  */
-import type { AttentionBatch, Backend, KvStorage, Tensor } from "../backends/backend.js";
+import type { Backend, KvStorage, Step, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "./config.js";
 import { decoderLayer, type LayerWeights, type ModelWeights } from "./transformer.js";
 
@@ -23,8 +23,8 @@ export interface MtpWeights {
 }
 
 /**
- * Hidden states of MTP module `depth` (1-based) for M rows: prevHidden is h_{depth-1} of those
- * rows, nextTokens the tokens t[i+depth]. The module's attention uses KV-cache layer
+ * Hidden states of MTP module `depth` (1-based) for the step's M rows: prevHidden is h_{depth-1}
+ * of those rows and the step's tokens are t[i+depth]. The module's attention uses KV-cache layer
  * numLayers + depth - 1, at the same positions and slots as the main model.
  */
 export function mtpHidden(
@@ -34,14 +34,13 @@ export function mtpHidden(
   kv: KvStorage,
   depth: number,
   prevHidden: Tensor,
-  nextTokens: Int32Array,
-  attn: AttentionBatch,
+  step: Step,
 ): Tensor {
   const m = w.mtp[depth - 1];
   const h = b.rmsNorm(prevHidden, m.hiddenNorm, cfg.rmsNormEps);
-  const e = b.rmsNorm(b.embed(w.embed, nextTokens), m.embedNorm, cfg.rmsNormEps);
+  const e = b.rmsNorm(b.embed(w.embed, step), m.embedNorm, cfg.rmsNormEps);
   const x = b.linear(b.concatCols(h, e), m.proj);
-  return decoderLayer(b, m.layer, cfg, kv, cfg.numLayers + depth - 1, x, attn);
+  return decoderLayer(b, m.layer, cfg, kv, cfg.numLayers + depth - 1, x, step);
 }
 
 /** Logits of MTP module `depth` from its hidden states: [rows, vocab]. */

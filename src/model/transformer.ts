@@ -4,7 +4,7 @@
  * norm, sliding window, rope variant), not separate code paths. Backends that fuse kernels or
  * capture graphs lower this same sequence of operations.
  */
-import type { AttentionBatch, Backend, KvStorage, Tensor } from "../backends/backend.js";
+import type { Backend, KvStorage, Step, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "./config.js";
 import type { MtpWeights } from "./mtp.js";
 
@@ -38,12 +38,6 @@ export interface ModelWeights {
   mtp: MtpWeights[];
 }
 
-/** One forward step over M token rows (any mix of sequences, prefill or decode). */
-export interface ForwardBatch {
-  tokens: Int32Array;
-  attention: AttentionBatch;
-}
-
 /**
  * The last decoder layer's output for every row, before the final norm: [M, hidden]. The
  * multi-token-prediction modules start from these states.
@@ -53,24 +47,24 @@ export function forwardHidden(
   w: ModelWeights,
   cfg: ModelConfig,
   kv: KvStorage,
-  batch: ForwardBatch,
+  step: Step,
 ): Tensor {
-  let x = b.embed(w.embed, batch.tokens);
+  let x = b.embed(w.embed, step);
   for (let layer = 0; layer < cfg.numLayers; layer++) {
-    x = decoderLayer(b, w.layers[layer], cfg, kv, layer, x, batch.attention);
+    x = decoderLayer(b, w.layers[layer], cfg, kv, layer, x, step);
   }
   return x;
 }
 
-/** Logits [rows.length, vocab] of the listed rows of the final hidden states. */
+/** Logits [outputRows, vocab] of the step's output rows of the final hidden states. */
 export function outputLogits(
   b: Backend,
   w: ModelWeights,
   cfg: ModelConfig,
   hidden: Tensor,
-  rows: Int32Array,
+  step: Step,
 ): Tensor {
-  return b.linear(b.rmsNorm(b.gatherRows(hidden, rows), w.norm, cfg.rmsNormEps), w.lmHead);
+  return b.linear(b.rmsNorm(b.gatherOutputRows(hidden, step), w.norm, cfg.rmsNormEps), w.lmHead);
 }
 
 /** Pre-norm attention block then pre-norm MLP block, each added to the residual stream. */
@@ -81,9 +75,9 @@ export function decoderLayer(
   kv: KvStorage,
   kvLayer: number,
   x: Tensor,
-  attn: AttentionBatch,
+  step: Step,
 ): Tensor {
-  const h = b.add(x, attention(b, lw, cfg, kv, kvLayer, b.rmsNorm(x, lw.inputNorm, cfg.rmsNormEps), attn));
+  const h = b.add(x, attention(b, lw, cfg, kv, kvLayer, b.rmsNorm(x, lw.inputNorm, cfg.rmsNormEps), step));
   return b.add(h, mlp(b, lw, b.rmsNorm(h, lw.postNorm, cfg.rmsNormEps)));
 }
 
@@ -94,7 +88,7 @@ function attention(
   kv: KvStorage,
   kvLayer: number,
   h: Tensor,
-  attn: AttentionBatch,
+  step: Step,
 ): Tensor {
   let q = b.linear(h, lw.q, lw.qBias);
   let k = b.linear(h, lw.k, lw.kBias);
@@ -103,10 +97,10 @@ function attention(
     q = b.rmsNorm(q, lw.qNorm, cfg.rmsNormEps);
     k = b.rmsNorm(k, lw.kNorm, cfg.rmsNormEps);
   }
-  q = b.rope(q, cfg.rope, cfg.headDim, attn.positions);
-  k = b.rope(k, cfg.rope, cfg.headDim, attn.positions);
-  b.writeKv(kv, kvLayer, k, v, attn.slots);
-  const out = b.attention(q, kv, kvLayer, attn, {
+  q = b.rope(q, cfg.rope, cfg.headDim, step);
+  k = b.rope(k, cfg.rope, cfg.headDim, step);
+  b.writeKv(kv, kvLayer, k, v, step);
+  const out = b.attention(q, kv, kvLayer, step, {
     numHeads: cfg.numHeads,
     numKvHeads: cfg.numKvHeads,
     headDim: cfg.headDim,

@@ -3,7 +3,7 @@
  * is checked against, and the default where no GPU exists. Weights of any 16-bit or 8-bit float
  * dtype are widened to float32 at load time, trading memory for a simple, fast inner loop.
  */
-import type { AttentionBatch, AttentionParams, Backend, KvCacheSpec, KvStorage, Tensor } from "../backend.js";
+import type { AttentionParams, Backend, KvCacheSpec, KvStorage, Step, StepRows, Tensor } from "../backend.js";
 import { toFloat32, type DType } from "../../model/dtype.js";
 import { ropeAngles, type RopeConfig } from "../../model/rope.js";
 import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
@@ -49,7 +49,12 @@ export class CpuBackend implements Backend {
     return new CpuKvStorage(spec);
   }
 
-  embed(table: Tensor, tokens: Int32Array): Tensor {
+  prepareStep(rows: StepRows): Step {
+    return { rows };
+  }
+
+  embed(table: Tensor, step: Step): Tensor {
+    const tokens = step.rows.tokens;
     const tab = t(table);
     const out = new CpuTensor(tokens.length, tab.cols);
     for (let m = 0; m < tokens.length; m++) {
@@ -89,7 +94,8 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  rope(x: Tensor, rope: RopeConfig, headDim: number, positions: Int32Array): Tensor {
+  rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor {
+    const positions = step.rows.positions;
     const out = new CpuTensor(x.rows, x.cols, t(x).data.slice());
     if (this.cos.length !== headDim / 2) {
       this.cos = new Float32Array(headDim / 2);
@@ -102,7 +108,8 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void {
+  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void {
+    const slots = step.rows.slots;
     const store = kv as CpuKvStorage;
     const width = k.cols; // numKvHeads * headDim
     for (let m = 0; m < k.rows; m++) {
@@ -111,7 +118,8 @@ export class CpuBackend implements Backend {
     }
   }
 
-  attention(q: Tensor, kv: KvStorage, layer: number, batch: AttentionBatch, p: AttentionParams): Tensor {
+  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
+    const batch = step.rows;
     const store = kv as CpuKvStorage;
     const { blockSize } = store.spec;
     const keys = store.keys[layer];
@@ -157,7 +165,12 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+  sliceRows(x: Tensor, start: number, count: number): Tensor {
+    return new CpuTensor(count, x.cols, t(x).data.subarray(start * x.cols, (start + count) * x.cols));
+  }
+
+  gatherOutputRows(x: Tensor, step: Step): Tensor {
+    const rows = step.rows.outputRows;
     const out = new CpuTensor(rows.length, x.cols);
     for (let i = 0; i < rows.length; i++) {
       out.data.set(t(x).data.subarray(rows[i] * x.cols, (rows[i] + 1) * x.cols), i * x.cols);
