@@ -53,6 +53,11 @@ export interface Step {
   readonly rows: StepRows;
 }
 
+/** A captured step: replaying it reproduces `output` for new rows. */
+export interface CapturedGraph {
+  readonly output: Tensor;
+}
+
 export interface AttentionParams {
   numHeads: number;
   numKvHeads: number;
@@ -65,7 +70,11 @@ export interface Backend {
   readonly name: string;
   /** Takes a weight from checkpoint bytes; the backend chooses its storage format. */
   weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor;
+  /** A weight of normal random values (bf16-rounded), made where the weights live. */
+  randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;
+  /** Frees every activation of the previous step: called by the executor before each step. */
+  resetActivations(): void;
   /** Makes a step's row metadata available to the operations below. */
   prepareStep(rows: StepRows): Step;
 
@@ -75,9 +84,13 @@ export interface Backend {
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** x · wᵀ (+ bias): [M, K] × [N, K]ᵀ → [M, N]. */
   linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor;
+  /** Several products of the same x (q, k, v): one pass where the backend can fuse them. */
+  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[];
+  /** silu(x · gateᵀ + gateBias) * (x · upᵀ + upBias): the MLP's input side. */
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
-  /** silu(gate) * up, elementwise. */
-  siluMul(gate: Tensor, up: Tensor): Tensor;
+  /** [x + delta, rmsNorm(x + delta)]: the residual add and the next block's norm together. */
+  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor];
   /** Rotates each head of x ([M, heads * headDim]) by its row's position. */
   rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor;
   /** Writes each row's key and value into its cache slot of `layer`. */
@@ -90,6 +103,15 @@ export interface Backend {
   gatherOutputRows(x: Tensor, step: Step): Tensor;
   /** Rows [start, start + count) of x. */
   sliceRows(x: Tensor, start: number, count: number): Tensor;
+  /** Index of the largest entry of each row (ties → lowest), copied to the host. */
+  argmaxRows(x: Tensor): Int32Array;
   /** Copies a tensor to the host as float32, row-major. */
   read(x: Tensor): Float32Array;
+  /**
+   * Optional: records the operations `body` issues as a replayable graph (a GPU backend's CUDA
+   * graph). Replaying re-runs them on the current step's rows, which prepareStep has placed at
+   * the same device addresses as during capture.
+   */
+  captureGraph?(body: () => Tensor): CapturedGraph;
+  replayGraph?(graph: CapturedGraph): Tensor;
 }

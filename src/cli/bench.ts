@@ -1,32 +1,39 @@
 /**
- * `tachyon bench`: batch-1 decode speed of a random-weight model of a named shape. Reports
- * tok/s, ms/token and the weight bytes streamed per second; writes one JSON result.
+ * `tachyon bench`: batch-1 decode speed of a random-weight model of a named shape, built in the
+ * backend's memory (no download, never zero weights). On a GPU it also measures the device's copy
+ * bandwidth in the same run, so achieved bandwidth is reported against what this GPU can do now.
  */
 import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { parseArgs } from "node:util";
 import { TachyonError } from "../errors.js";
-import { loadModel } from "../engine/loaded-model.js";
+import { createBackend, type Device } from "../backends/select.js";
+import { CudaBackend } from "../backends/cuda/cuda-backend.js";
+import { ModelExecutor } from "../engine/executor.js";
 import { Rng } from "../engine/rng.js";
-import { namedShapes, writeRandomCheckpoint } from "../model/random-checkpoint.js";
-import { loadOptions } from "./options.js";
+import { parseConfig } from "../model/config.js";
+import { configJson, namedShapes } from "../model/random-checkpoint.js";
+import { expectedTensors, randomWeights } from "../model/weights.js";
 
 export interface BenchResult {
   shape: string;
   weights: string;
   device: string;
   gpu: string | null;
-  cpu: string;
   date: string;
   batch: number;
   prompt_tokens: number;
   gen_tokens: number;
   decode_tok_s: number;
   ms_per_token: number;
+  /** Bytes a decode step must read (weights + mean KV cache), per token. */
+  bytes_per_token: number;
   achieved_gbps: number;
   copy_gbps: number | null;
-  ttft_ms: number;
+  /** achieved_gbps / copy_gbps. */
+  bandwidth_fraction: number | null;
+  ttft_ms: number | null;
+  ttft_prompt_tokens: number | null;
   spec: null;
 }
 
@@ -34,10 +41,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      shape: { type: "string", default: "cpu-20m" },
+      shape: { type: "string", default: "llama-3.2-1b" },
       device: { type: "string", default: "auto" },
       "prompt-tokens": { type: "string", default: "128" },
       "gen-tokens": { type: "string", default: "256" },
+      "ttft-tokens": { type: "string", default: "1024" },
       out: { type: "string" },
     },
     strict: true,
@@ -51,59 +59,92 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   const promptTokens = Number(values["prompt-tokens"]);
   const genTokens = Number(values["gen-tokens"]);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tachyon-bench-"));
-  try {
-    writeRandomCheckpoint(
-      dir,
-      { ...shape, maxPositions: promptTokens + genTokens },
-      { dtype: "BF16", seed: 7 },
-    );
-    fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(byteTokenizer(shape.vocabSize)));
-    const model = await loadModel(dir, loadOptions(values));
-    const rng = new Rng(11);
-    const prompt = Array.from({ length: promptTokens }, () => rng.nextU32() % shape.vocabSize);
-    const run = () => model.complete(prompt, { maxTokens: genTokens, temperature: 0, ignoreEos: true });
-    await model.complete(prompt.slice(0, 8), { maxTokens: 4, temperature: 0, ignoreEos: true }); // warm-up
-    const r = await run();
-    // Batch-1 decode streams every weight once per token (the backend's own storage: f32 on CPU).
-    const bytesPerToken = model.info.parameters * (model.device === "cpu" ? 4 : 2);
-    const result: BenchResult = {
-      shape: values.shape,
-      weights: "bf16",
-      device: model.device,
-      gpu: null,
-      cpu: `${os.cpus()[0]?.model ?? "unknown"} (${os.cpus().length} cores)`,
-      date: new Date().toISOString().slice(0, 10),
-      batch: 1,
-      prompt_tokens: promptTokens,
-      gen_tokens: r.completionTokens,
-      decode_tok_s: r.decodeTokensPerSecond,
-      ms_per_token: 1000 / r.decodeTokensPerSecond,
-      achieved_gbps: (bytesPerToken * r.decodeTokensPerSecond) / 1e9,
-      copy_gbps: null,
-      ttft_ms: r.timeToFirstTokenMs,
-      spec: null,
-    };
-    const line = JSON.stringify(result, null, 2);
-    process.stdout.write(line + "\n");
-    if (values.out) fs.writeFileSync(values.out, line + "\n");
-    return 0;
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const ttftTokens = Number(values["ttft-tokens"]);
+  const context = Math.max(promptTokens + genTokens, ttftTokens) + 16;
+  const cfg = parseConfig(configJson({ ...shape, maxPositions: context }));
+  const { backend, note } = createBackend(values.device as Device, cfg);
+  const gpu = backend instanceof CudaBackend ? backend : null;
+  process.stderr.write(`bench ${values.shape} on ${note}\n`);
+
+  const copyBps = gpu ? gpu.copyBandwidth() : null;
+  const weights = randomWeights(backend, cfg, 7);
+  const executor = new ModelExecutor(backend, cfg, weights, {
+    maxTokens: 2 * context,
+    contextLength: context,
+  });
+  const rng = new Rng(11);
+  const randomIds = (n: number) => Array.from({ length: n }, () => rng.nextU32() % cfg.vocabSize);
+
+  // Warm-up: compiles nothing new, but captures the decode graph and touches every buffer.
+  decode(executor, randomIds(16), 8);
+
+  const { decodeMs } = decode(executor, randomIds(promptTokens), genTokens);
+  const tokS = ((genTokens - 1) * 1000) / decodeMs;
+
+  let ttftMs: number | null = null;
+  if (ttftTokens > 0) ttftMs = decode(executor, randomIds(ttftTokens), 1).firstTokenMs;
+
+  const elemBytes = gpu ? 2 : 4;
+  let params = 0;
+  for (const dims of expectedTensors(cfg, cfg.tieWordEmbeddings !== true).values())
+    params += dims.reduce((a, b) => a * b, 1);
+  const meanContext = promptTokens + genTokens / 2;
+  const kvBytes = (cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * 4 * meanContext) | 0;
+  const bytesPerToken = params * elemBytes + kvBytes;
+  const achieved = (bytesPerToken * tokS) / 1e9;
+  const result: BenchResult = {
+    shape: values.shape,
+    weights: gpu ? "bf16" : "f32",
+    device: backend.name,
+    gpu: gpu ? gpu.deviceName : null,
+    date: new Date().toISOString().slice(0, 10),
+    batch: 1,
+    prompt_tokens: promptTokens,
+    gen_tokens: genTokens,
+    decode_tok_s: tokS,
+    ms_per_token: 1000 / tokS,
+    bytes_per_token: bytesPerToken,
+    achieved_gbps: achieved,
+    copy_gbps: copyBps === null ? null : copyBps / 1e9,
+    bandwidth_fraction: copyBps === null ? null : (achieved * 1e9) / copyBps,
+    ttft_ms: ttftMs,
+    ttft_prompt_tokens: ttftTokens > 0 ? ttftTokens : null,
+    spec: null,
+  };
+  const line = JSON.stringify(result, null, 2);
+  process.stdout.write(line + "\n");
+  process.stderr.write(
+    `${values.shape} ${result.weights} on ${result.gpu ?? os.cpus()[0]?.model}: ${tokS.toFixed(1)} tok/s ` +
+      `(${result.ms_per_token.toFixed(2)} ms/token), ${achieved.toFixed(0)} GB/s` +
+      (copyBps
+        ? ` = ${((100 * achieved * 1e9) / copyBps).toFixed(1)}% of ${(copyBps / 1e9).toFixed(0)} GB/s copy`
+        : "") +
+      (ttftMs !== null ? `; first token after ${ttftTokens} prompt tokens: ${ttftMs.toFixed(1)} ms` : "") +
+      "\n",
+  );
+  if (values.out) fs.writeFileSync(values.out, line + "\n");
+  return 0;
 }
 
-/** A minimal byte-level tokenizer.json so random models can be loaded without a real vocabulary. */
-function byteTokenizer(vocabSize: number): object {
-  const vocab: Record<string, number> = {};
-  for (let i = 0; i < vocabSize; i++) vocab[`t${i}`] = i;
-  return {
-    version: "1.0",
-    added_tokens: [],
-    normalizer: null,
-    pre_tokenizer: { type: "WhitespaceSplit" },
-    post_processor: null,
-    decoder: null,
-    model: { type: "WordLevel", vocab, unk_token: "t0" },
-  };
+/**
+ * Greedy decoding of one fresh sequence: prefill `prompt` (in chunks the backend accepts), then
+ * `count - 1` single-token steps. Returns the time to the first token and of the rest.
+ */
+function decode(
+  executor: ModelExecutor,
+  prompt: number[],
+  count: number,
+): { firstTokenMs: number; decodeMs: number } {
+  const seq = executor.newSequence();
+  try {
+    const t0 = performance.now();
+    let token = 0;
+    for (let i = 0; i < prompt.length; i += 512)
+      [token] = executor.stepGreedy([{ seq, tokens: prompt.slice(i, i + 512) }]);
+    const t1 = performance.now();
+    for (let i = 1; i < count; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
+    return { firstTokenMs: t1 - t0, decodeMs: performance.now() - t1 };
+  } finally {
+    seq.free();
+  }
 }

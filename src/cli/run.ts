@@ -25,7 +25,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const loadMs = performance.now() - loadStart;
   if (!values.json) {
     process.stderr.write(
-      `${model.info.architecture} · ${model.device} · loaded in ${loadMs.toFixed(0)} ms\n`,
+      `${model.info.architecture} · ${model.deviceNote} · loaded in ${loadMs.toFixed(0)} ms\n`,
     );
   }
 

@@ -3,11 +3,14 @@
  * backend's KV storage and the block pool, and turns "these tokens for these sequences" into the
  * positions, cache slots and block tables the forward pass needs.
  */
-import type { Backend, KvStorage } from "../backends/backend.js";
+import type { Backend, CapturedGraph, KvStorage, StepRows, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { mtpHidden, mtpLogits } from "../model/mtp.js";
 import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
 import { BlockAllocator, SequenceKv } from "./kv-cache.js";
+
+/** Steps of at most this many rows (decode, speculative verification) are replayed as graphs. */
+const maxGraphRows = 16;
 
 export interface StepInput {
   seq: SequenceKv;
@@ -29,6 +32,7 @@ export class ModelExecutor {
   readonly allocator: BlockAllocator;
   readonly blockSize: number;
   readonly contextLength: number;
+  private readonly graphs = new Map<string, CapturedGraph>();
 
   constructor(
     readonly backend: Backend,
@@ -59,34 +63,7 @@ export class ModelExecutor {
    * ([vocab]) or of all its rows ([rows * vocab]) when allLogits is set.
    */
   step(inputs: readonly StepInput[]): Float32Array[] {
-    let rows = 0;
-    for (const inp of inputs) rows += inp.tokens.length;
-    const tokens = new Int32Array(rows);
-    const positions = new Int32Array(rows);
-    const slots = new Int32Array(rows);
-    const blockTables: Int32Array[] = new Array(rows);
-    const logitRows: number[] = [];
-    let r = 0;
-    for (const { seq, tokens: toks, allLogits } of inputs) {
-      seq.reserve(seq.length + toks.length);
-      for (let i = 0; i < toks.length; i++, r++) {
-        tokens[r] = toks[i];
-        positions[r] = seq.length + i;
-        slots[r] = seq.slot(seq.length + i);
-        blockTables[r] = seq.blockTable;
-        if (allLogits || i === toks.length - 1) logitRows.push(r);
-      }
-    }
-    const b = this.backend;
-    const step = b.prepareStep({
-      tokens,
-      positions,
-      slots,
-      blockTables,
-      outputRows: Int32Array.from(logitRows),
-    });
-    const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
-    const logits = b.read(outputLogits(b, this.weights, this.config, hidden, step));
+    const logits = this.backend.read(this.run(this.rows(inputs)));
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
 
     const vocab = this.config.vocabSize;
@@ -100,6 +77,67 @@ export class ModelExecutor {
     return out;
   }
 
+  /** Positions, cache slots and block tables of the inputs' new tokens (reserving blocks). */
+  private rows(inputs: readonly StepInput[]): StepRows {
+    let count = 0;
+    for (const inp of inputs) count += inp.tokens.length;
+    const rows: StepRows = {
+      tokens: new Int32Array(count),
+      positions: new Int32Array(count),
+      slots: new Int32Array(count),
+      blockTables: new Array<Int32Array>(count),
+      outputRows: new Int32Array(0),
+    };
+    const outputRows: number[] = [];
+    let r = 0;
+    for (const { seq, tokens, allLogits } of inputs) {
+      seq.reserve(seq.length + tokens.length);
+      for (let i = 0; i < tokens.length; i++, r++) {
+        rows.tokens[r] = tokens[i];
+        rows.positions[r] = seq.length + i;
+        rows.slots[r] = seq.slot(seq.length + i);
+        (rows.blockTables as Int32Array[])[r] = seq.blockTable;
+        if (allLogits || i === tokens.length - 1) outputRows.push(r);
+      }
+    }
+    rows.outputRows = Int32Array.from(outputRows);
+    return rows;
+  }
+
+  /** Like step, but returns the greedy (argmax) token of each input's last row, chosen on the device. */
+  stepGreedy(inputs: readonly StepInput[]): number[] {
+    const rows = this.rows(inputs);
+    const ids = this.backend.argmaxRows(this.run(rows));
+    for (const inp of inputs) inp.seq.length += inp.tokens.length;
+    return Array.from(ids);
+  }
+
+  /**
+   * One forward step. Small steps (decode, verification) on a backend that captures graphs are
+   * recorded once per shape and replayed after: the host then issues one launch per step.
+   */
+  private run(rows: StepRows): Tensor {
+    const b = this.backend;
+    b.resetActivations();
+    const step = b.prepareStep(rows);
+    const forward = () =>
+      outputLogits(
+        b,
+        this.weights,
+        this.config,
+        forwardHidden(b, this.weights, this.config, this.kv, step),
+        step,
+      );
+    if (!b.captureGraph || !b.replayGraph || rows.tokens.length > maxGraphRows) return forward();
+    const key = `${rows.tokens.length}:${rows.outputRows.length}`;
+    let graph = this.graphs.get(key);
+    if (!graph) {
+      graph = b.captureGraph(forward);
+      this.graphs.set(key, graph);
+    }
+    return b.replayGraph(graph);
+  }
+
   /**
    * Scores a whole sequence teacher-forced, in a scratch sequence: the logits at every position
    * ([T * vocab]) and, for MTP depths 1..mtpDepths, the depth-k logits at positions 0..T-1-k
@@ -110,6 +148,7 @@ export class ModelExecutor {
       throw new RangeError(`the model has ${this.config.numMtpModules} MTP modules, asked for ${mtpDepths}`);
     }
     const b = this.backend;
+    b.resetActivations();
     const T = tokens.length;
     const seq = this.newSequence();
     try {

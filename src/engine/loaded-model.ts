@@ -2,9 +2,7 @@
  * The library's entry point: a model folder loaded onto a backend, with its tokenizer, ready to
  * generate. `loadModel` → `generate` / `chat` (async iterators of tokens) or `complete`.
  */
-import { CpuBackend } from "../backends/cpu/cpu-backend.js";
-import type { Backend } from "../backends/backend.js";
-import { TachyonError } from "../errors.js";
+import { createBackend, type Device } from "../backends/select.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { loadConfig, type ModelConfig } from "../model/config.js";
 import { expectedTensors, loadWeights, usesTiedEmbeddings, type LoadProgress } from "../model/weights.js";
@@ -18,7 +16,7 @@ import {
   type GenerationResult,
 } from "./generate.js";
 
-export type Device = "auto" | "cpu" | "cuda";
+export type { Device };
 
 export interface LoadOptions {
   device?: Device;
@@ -36,16 +34,6 @@ export interface ModelInfo {
   dtypes: string[];
 }
 
-function pickBackend(device: Device): Backend {
-  if (device === "cuda") {
-    throw new TachyonError(
-      "the CUDA backend is not available in this build yet; use --device cpu",
-      "argument",
-    );
-  }
-  return new CpuBackend();
-}
-
 export class LoadedModel {
   private constructor(
     readonly dir: string,
@@ -53,12 +41,14 @@ export class LoadedModel {
     readonly tokenizer: Tokenizer,
     readonly executor: ModelExecutor,
     readonly info: ModelInfo,
+    /** Which device runs the model and why, e.g. "cpu (no CUDA driver (libcuda.so.1 not found))". */
+    readonly deviceNote: string,
   ) {}
 
   static async load(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
     const config = loadConfig(dir);
     const tokenizer = Tokenizer.load(dir);
-    const backend = pickBackend(options.device ?? "auto");
+    const { backend, note } = createBackend(options.device ?? "auto", config);
     const ckpt = Checkpoint.open(dir);
     try {
       const info = describe(config, ckpt, dir);
@@ -68,7 +58,7 @@ export class LoadedModel {
         maxTokens: contextLength,
         contextLength,
       });
-      return new LoadedModel(dir, config, tokenizer, executor, info);
+      return new LoadedModel(dir, config, tokenizer, executor, info, note);
     } finally {
       ckpt.close();
     }

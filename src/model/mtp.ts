@@ -12,7 +12,7 @@
  */
 import type { Backend, KvStorage, Step, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "./config.js";
-import { decoderLayer, type LayerWeights, type ModelWeights } from "./transformer.js";
+import { decoderLayers, type LayerWeights, type ModelWeights } from "./transformer.js";
 
 export interface MtpWeights {
   hiddenNorm: Tensor;
@@ -40,7 +40,7 @@ export function mtpHidden(
   const h = b.rmsNorm(prevHidden, m.hiddenNorm, cfg.rmsNormEps);
   const e = b.rmsNorm(b.embed(w.embed, step), m.embedNorm, cfg.rmsNormEps);
   const x = b.linear(b.concatCols(h, e), m.proj);
-  return decoderLayer(b, m.layer, cfg, kv, cfg.numLayers + depth - 1, x, step);
+  return decoderLayers(b, [m.layer], cfg.numLayers + depth - 1, cfg, kv, x, step);
 }
 
 /** Logits of MTP module `depth` from its hidden states: [rows, vocab]. */

@@ -49,11 +49,7 @@ export function forwardHidden(
   kv: KvStorage,
   step: Step,
 ): Tensor {
-  let x = b.embed(w.embed, step);
-  for (let layer = 0; layer < cfg.numLayers; layer++) {
-    x = decoderLayer(b, w.layers[layer], cfg, kv, layer, x, step);
-  }
-  return x;
+  return decoderLayers(b, w.layers, 0, cfg, kv, b.embed(w.embed, step), step);
 }
 
 /** Logits [outputRows, vocab] of the step's output rows of the final hidden states. */
@@ -67,18 +63,30 @@ export function outputLogits(
   return b.linear(b.rmsNorm(b.gatherOutputRows(hidden, step), w.norm, cfg.rmsNormEps), w.lmHead);
 }
 
-/** Pre-norm attention block then pre-norm MLP block, each added to the residual stream. */
-export function decoderLayer(
+/**
+ * Pre-norm decoder layers: x += attention(norm(x)); x += mlp(norm(x)). Each residual add is
+ * fused with the norm that follows it (the next block's input), so the residual stream is read
+ * once per block. Layer i uses KV-cache layer firstKvLayer + i.
+ */
+export function decoderLayers(
   b: Backend,
-  lw: LayerWeights,
+  layers: readonly LayerWeights[],
+  firstKvLayer: number,
   cfg: ModelConfig,
   kv: KvStorage,
-  kvLayer: number,
   x: Tensor,
   step: Step,
 ): Tensor {
-  const h = b.add(x, attention(b, lw, cfg, kv, kvLayer, b.rmsNorm(x, lw.inputNorm, cfg.rmsNormEps), step));
-  return b.add(h, mlp(b, lw, b.rmsNorm(h, lw.postNorm, cfg.rmsNormEps)));
+  const eps = cfg.rmsNormEps;
+  let h = b.rmsNorm(x, layers[0].inputNorm, eps);
+  layers.forEach((lw, i) => {
+    [x, h] = b.addRmsNorm(x, attention(b, lw, cfg, kv, firstKvLayer + i, h, step), lw.postNorm, eps);
+    const next = layers[i + 1];
+    const delta = mlp(b, lw, h);
+    if (next) [x, h] = b.addRmsNorm(x, delta, next.inputNorm, eps);
+    else x = b.add(x, delta);
+  });
+  return x;
 }
 
 function attention(
@@ -90,9 +98,9 @@ function attention(
   h: Tensor,
   step: Step,
 ): Tensor {
-  let q = b.linear(h, lw.q, lw.qBias);
-  let k = b.linear(h, lw.k, lw.kBias);
-  const v = b.linear(h, lw.v, lw.vBias);
+  const qkv = b.linearMany(h, [lw.q, lw.k, lw.v], [lw.qBias, lw.kBias, lw.vBias]);
+  let [q, k] = qkv;
+  const v = qkv[2];
   if (lw.qNorm && lw.kNorm) {
     q = b.rmsNorm(q, lw.qNorm, cfg.rmsNormEps);
     k = b.rmsNorm(k, lw.kNorm, cfg.rmsNormEps);
@@ -110,7 +118,5 @@ function attention(
 }
 
 function mlp(b: Backend, lw: LayerWeights, h: Tensor): Tensor {
-  const gate = b.linear(h, lw.gate, lw.gateBias);
-  const up = b.linear(h, lw.up, lw.upBias);
-  return b.linear(b.siluMul(gate, up), lw.down, lw.downBias);
+  return b.linear(b.gateUp(h, lw.gate, lw.up, lw.gateBias, lw.upBias), lw.down, lw.downBias);
 }

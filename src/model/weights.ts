@@ -121,6 +121,28 @@ export function loadWeights(
     loadedBytes += info.byteLength;
     onProgress?.({ loadedBytes, totalBytes, tensor: name });
   }
+  return assembleWeights(cfg, tensors, tied);
+}
+
+/**
+ * Random weights of the model's shapes made directly by the backend (on the GPU for a GPU
+ * backend), for benchmarks of sizes no checkpoint is shipped for. Normal values with std
+ * 1/sqrt(fan-in), norm weights near 1: activations stay bounded through any depth.
+ */
+export function randomWeights(backend: Backend, cfg: ModelConfig, seed: number): ModelWeights {
+  const tied = cfg.tieWordEmbeddings === true;
+  const tensors = new Map<string, Tensor>();
+  let i = 0;
+  for (const [name, shape] of expectedTensors(cfg, !tied)) {
+    const isNorm = name.endsWith("norm.weight");
+    const std = isNorm ? 0.1 : 1 / Math.sqrt(shape.at(-1)!);
+    tensors.set(name, backend.randomWeight(shape, { mean: isNorm ? 1 : 0, std, seed: seed * 1000 + i++ }));
+  }
+  return assembleWeights(cfg, tensors, tied);
+}
+
+/** Named tensors → the structure the forward pass walks. */
+function assembleWeights(cfg: ModelConfig, tensors: Map<string, Tensor>, tied: boolean): ModelWeights {
   const get = (name: string): Tensor => tensors.get(name)!;
   const layer = (p: string): LayerWeights => ({
     inputNorm: get(p + "input_layernorm.weight"),

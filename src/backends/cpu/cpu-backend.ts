@@ -4,7 +4,8 @@
  * dtype are widened to float32 at load time, trading memory for a simple, fast inner loop.
  */
 import type { AttentionParams, Backend, KvCacheSpec, KvStorage, Step, StepRows, Tensor } from "../backend.js";
-import { toFloat32, type DType } from "../../model/dtype.js";
+import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
+import { Rng } from "../../engine/rng.js";
 import { ropeAngles, type RopeConfig } from "../../model/rope.js";
 import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
 
@@ -29,6 +30,11 @@ class CpuKvStorage implements KvStorage {
   }
 }
 
+function bf16Round(x: number): number {
+  const bits = new Uint32Array([float32ToBf16Bits(x) << 16]);
+  return new Float32Array(bits.buffer)[0];
+}
+
 function t(x: Tensor): CpuTensor {
   return x as CpuTensor;
 }
@@ -45,8 +51,25 @@ export class CpuBackend implements Backend {
     return new CpuTensor(rows, cols, toFloat32(bytes, dtype));
   }
 
+  randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
+    const rows = shape.length === 2 ? shape[0] : 1;
+    const cols = shape.length === 2 ? shape[1] : shape[0];
+    const rng = new Rng(dist.seed);
+    const data = new Float32Array(rows * cols);
+    for (let i = 0; i < data.length; i++) {
+      const r = Math.sqrt(-2 * Math.log(1 - rng.nextFloat()));
+      // Rounded through bf16 like the GPU's random weights, so both hold the same kind of values.
+      data[i] = bf16Round(dist.mean + dist.std * r * Math.cos(2 * Math.PI * rng.nextFloat()));
+    }
+    return new CpuTensor(rows, cols, data);
+  }
+
   createKvCache(spec: KvCacheSpec): KvStorage {
     return new CpuKvStorage(spec);
+  }
+
+  resetActivations(): void {
+    // Activations are garbage-collected typed arrays.
   }
 
   prepareStep(rows: StepRows): Step {
@@ -78,6 +101,18 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
+    return ws.map((w, i) => this.linear(x, w, biases[i]));
+  }
+
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor {
+    const g = t(this.linear(x, gate, gateBias)).data;
+    const u = t(this.linear(x, up, upBias)).data;
+    const out = new CpuTensor(x.rows, gate.rows);
+    for (let i = 0; i < g.length; i++) out.data[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+    return out;
+  }
+
   add(a: Tensor, b: Tensor): Tensor {
     const out = new CpuTensor(a.rows, a.cols);
     const ad = t(a).data,
@@ -86,12 +121,9 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  siluMul(gate: Tensor, up: Tensor): Tensor {
-    const out = new CpuTensor(gate.rows, gate.cols);
-    const g = t(gate).data,
-      u = t(up).data;
-    for (let i = 0; i < g.length; i++) out.data[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
-    return out;
+  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
+    const sum = this.add(x, delta);
+    return [sum, this.rmsNorm(sum, weight, eps)];
   }
 
   rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor {
@@ -176,6 +208,15 @@ export class CpuBackend implements Backend {
       out.data.set(t(x).data.subarray(rows[i] * x.cols, (rows[i] + 1) * x.cols), i * x.cols);
     }
     return out;
+  }
+
+  argmaxRows(x: Tensor): Int32Array {
+    const d = t(x).data;
+    return Int32Array.from({ length: x.rows }, (_, r) => {
+      let best = 0;
+      for (let c = 1; c < x.cols; c++) if (d[r * x.cols + c] > d[r * x.cols + best]) best = c;
+      return best;
+    });
   }
 
   read(x: Tensor): Float32Array {

@@ -1,0 +1,97 @@
+// Small row-wise operations of the forward pass.
+
+// y[m] = table[tokens[m]] (bf16 → f32); one block per row.
+extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __restrict__ tokens,
+                                 float* __restrict__ y, int cols) {
+  const bf16_t* src = table + (size_t)tokens[blockIdx.x] * cols;
+  float* dst = y + (size_t)blockIdx.x * cols;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = bf16_to_f32(src[i]);
+}
+
+extern "C" __global__ void add(const float* __restrict__ a, const float* __restrict__ b,
+                               float* __restrict__ y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a[i] + b[i];
+}
+
+// y[r] = x[rows[r]]; one block per output row.
+extern "C" __global__ void gather_rows(const float* __restrict__ x, const int* __restrict__ rows,
+                                       float* __restrict__ y, int cols) {
+  const float* src = x + (size_t)rows[blockIdx.x] * cols;
+  float* dst = y + (size_t)blockIdx.x * cols;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}
+
+// y[r] = [a[r] | b[r]]; one block per row.
+extern "C" __global__ void concat_cols(const float* __restrict__ a, const float* __restrict__ b,
+                                       float* __restrict__ y, int ca, int cb) {
+  const int r = blockIdx.x;
+  for (int i = threadIdx.x; i < ca + cb; i += blockDim.x)
+    y[(size_t)r * (ca + cb) + i] = i < ca ? a[(size_t)r * ca + i] : b[(size_t)r * cb + i - ca];
+}
+
+// Normal random bf16 values (mean, std) from a counter-based hash: benchmark weights made on the
+// GPU, reproducible from the seed, never zeros.
+__device__ __forceinline__ u32 hash32(u32 x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned long long n, u32 seed,
+                                            float mean, float std) {
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)gridDim.x * blockDim.x) {
+    const u32 a = hash32((u32)i * 2u + hash32(seed) + (u32)(i >> 31));
+    const u32 b = hash32(a ^ 0x9e3779b9u);
+    const float u1 = ((a >> 8) + 1) * (1.0f / 16777217.0f), u2 = (b >> 8) * (1.0f / 16777216.0f);
+    const float v = mean + std * sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
+    const u32 bits = __float_as_uint(v);
+    out[i] = (bf16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);  // round to nearest even
+  }
+}
+
+// Index of each row's largest value (ties → lowest index); one block of 1024 threads per row.
+extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols) {
+  const float* r = x + (size_t)blockIdx.x * cols;
+  float best = -INFINITY;
+  int idx = 0x7fffffff;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    if (r[i] > best) {
+      best = r[i];
+      idx = i;
+    }
+  }
+  __shared__ float sv[32];
+  __shared__ int si[32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > best || (ov == best && oi < idx)) {
+      best = ov;
+      idx = oi;
+    }
+  }
+  if ((threadIdx.x & 31) == 0) {
+    sv[threadIdx.x >> 5] = best;
+    si[threadIdx.x >> 5] = idx;
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    best = threadIdx.x < (blockDim.x >> 5) ? sv[threadIdx.x] : -INFINITY;
+    idx = threadIdx.x < (blockDim.x >> 5) ? si[threadIdx.x] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+      if (ov > best || (ov == best && oi < idx)) {
+        best = ov;
+        idx = oi;
+      }
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = idx;
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * One GPU, one context, one stream: device memory, kernel modules, launches, CUDA graphs and
+ * timing events, in the shapes the CUDA backend needs. Every call is checked (driver.ts).
+ */
+import koffi from "koffi";
+import { CudaError, type DeviceInfo, type DevicePtr, type Driver, type Handle } from "./driver.js";
+
+/** A kernel argument: a device pointer, a 32-bit int or a 32-bit float. */
+export type KernelArg =
+  { ptr: DevicePtr } | { u64: number } | { i32: number } | { f32: number } | { bytes: Uint8Array };
+
+const MAX_ARGS = 32;
+/** Bytes of argument values one launch may pass (structs passed by value included). */
+const ARG_BYTES = 1024;
+const CU_STREAM_NON_BLOCKING = 1;
+const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+const CU_MEMHOSTALLOC_PORTABLE = 1;
+
+export class CudaContext {
+  readonly info: DeviceInfo;
+  readonly stream: Handle;
+  /** Bytes this context holds in device memory. */
+  allocatedBytes = 0;
+  // Launch arguments are written into one native block, each value at its own 8-byte-aligned
+  // offset, followed by the kernelParams array of their addresses; the driver copies both at
+  // launch, so the block is reused.
+  private readonly argBlock: unknown;
+  private readonly argView: DataView;
+  private readonly argBase: bigint;
+
+  constructor(
+    readonly driver: Driver,
+    readonly device = 0,
+  ) {
+    this.info = driver.deviceInfo(device);
+    const ctx = [null] as unknown[];
+    driver.call("cuDevicePrimaryCtxRetain", [ctx, device]);
+    driver.call("cuCtxSetCurrent", [ctx[0]]);
+    const stream = [null] as unknown[];
+    driver.call("cuStreamCreate", [stream, CU_STREAM_NON_BLOCKING]);
+    this.stream = stream[0];
+    this.argBlock = koffi.alloc("uint8_t", ARG_BYTES + 8 * MAX_ARGS);
+    this.argView = new DataView(koffi.view(this.argBlock, ARG_BYTES + 8 * MAX_ARGS));
+    this.argBase = koffi.address(this.argBlock);
+  }
+
+  memInfo(): { free: number; total: number } {
+    const free = [0];
+    const total = [0];
+    this.driver.call("cuMemGetInfo_v2", [free, total]);
+    return { free: Number(free[0]), total: Number(total[0]) };
+  }
+
+  /** Device memory; `what` names the purpose in the out-of-memory message. */
+  alloc(bytes: number, what: string): DevicePtr {
+    const out = [0];
+    try {
+      this.driver.call("cuMemAlloc_v2", [out, Math.max(bytes, 256)]);
+    } catch (e) {
+      const { free } = this.memInfo();
+      throw new CudaError(
+        `${(e as Error).message} while allocating ${what} (need ${gib(bytes)}, ${gib(free)} free of ` +
+          `${gib(this.info.totalMemory)}); use a smaller model, --max-context, or --device cpu`,
+      );
+    }
+    this.allocatedBytes += bytes;
+    return Number(out[0]);
+  }
+
+  free(ptr: DevicePtr, bytes = 0): void {
+    this.driver.call("cuMemFree_v2", [ptr]);
+    this.allocatedBytes -= bytes;
+  }
+
+  upload(dst: DevicePtr, src: ArrayBufferView): void {
+    this.driver.call("cuMemcpyHtoD_v2", [dst, src, src.byteLength]);
+  }
+
+  download(src: DevicePtr, dst: ArrayBufferView): void {
+    this.driver.call("cuStreamSynchronize", [this.stream]);
+    this.driver.call("cuMemcpyDtoH_v2", [dst, src, dst.byteLength]);
+  }
+
+  /** Page-locked host memory, needed for copies that a captured graph replays. */
+  pinned(bytes: number): { host: unknown; view: ArrayBuffer } {
+    const p = [null] as unknown[];
+    this.driver.call("cuMemHostAlloc", [p, bytes, CU_MEMHOSTALLOC_PORTABLE]);
+    return { host: p[0], view: koffi.view(p[0], bytes) };
+  }
+
+  uploadAsync(dst: DevicePtr, host: unknown, bytes: number): void {
+    this.driver.call("cuMemcpyHtoDAsync_v2", [dst, host, bytes, this.stream]);
+  }
+
+  copyAsync(dst: DevicePtr, src: DevicePtr, bytes: number): void {
+    this.driver.call("cuMemcpyDtoDAsync_v2", [dst, src, bytes, this.stream]);
+  }
+
+  fill32(dst: DevicePtr, value: number, count: number): void {
+    this.driver.call("cuMemsetD32Async", [dst, value >>> 0, count, this.stream]);
+  }
+
+  loadModule(image: Buffer, what: string): Handle {
+    const m = [null] as unknown[];
+    this.driver.call("cuModuleLoadData", [m, image], `loading kernels ${what}`);
+    return m[0];
+  }
+
+  /** The kernel `name` in `module`, or null if the module has none. */
+  findFunction(module: Handle, name: string): Handle | null {
+    const f = [null] as unknown[];
+    return this.driver.tryCall("cuModuleGetFunction", [f, module, name]) ? f[0] : null;
+  }
+
+  launch(
+    fn: Handle,
+    grid: [number, number, number],
+    block: [number, number, number],
+    args: KernelArg[],
+    what: string,
+    sharedBytes = 0,
+  ): void {
+    if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
+    const v = this.argView;
+    let offset = 0;
+    args.forEach((a, i) => {
+      v.setBigUint64(ARG_BYTES + 8 * i, this.argBase + BigInt(offset), true);
+      if ("ptr" in a) v.setBigUint64(offset, BigInt(a.ptr), true);
+      else if ("u64" in a) v.setBigUint64(offset, BigInt(a.u64), true);
+      else if ("i32" in a) v.setInt32(offset, a.i32, true);
+      else if ("f32" in a) v.setFloat32(offset, a.f32, true);
+      else new Uint8Array(v.buffer).set(a.bytes, offset);
+      offset += Math.ceil(("bytes" in a ? a.bytes.byteLength : 8) / 8) * 8;
+    });
+    if (offset > ARG_BYTES) throw new RangeError(`kernel arguments of ${what} take ${offset} bytes`);
+    // Passed as an integer: on x86-64 a pointer and a uint64 travel the same way.
+    const params = this.argBase + BigInt(ARG_BYTES);
+    this.driver.call(
+      "cuLaunchKernel",
+      [fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, this.stream, params, 0],
+      `launching ${what}`,
+    );
+  }
+
+  synchronize(): void {
+    this.driver.call("cuStreamSynchronize", [this.stream]);
+  }
+
+  /** Records what `body` launches on the stream as a CUDA graph, ready to replay. */
+  capture(body: () => void): Handle {
+    this.driver.call("cuStreamBeginCapture_v2", [this.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL]);
+    const graph = [null] as unknown[];
+    try {
+      body();
+    } finally {
+      this.driver.call("cuStreamEndCapture", [this.stream, graph]);
+    }
+    const exec = [null] as unknown[];
+    this.driver.call("cuGraphInstantiateWithFlags", [exec, graph[0], 0]);
+    this.driver.call("cuGraphDestroy", [graph[0]]);
+    return exec[0];
+  }
+
+  replay(exec: Handle): void {
+    this.driver.call("cuGraphLaunch", [exec, this.stream]);
+  }
+
+  /** Milliseconds the GPU spends on `body`'s work, between two events on the stream. */
+  time(body: () => void): number {
+    const start = [null] as unknown[];
+    const end = [null] as unknown[];
+    this.driver.call("cuEventCreate", [start, 0]);
+    this.driver.call("cuEventCreate", [end, 0]);
+    this.driver.call("cuEventRecord", [start[0], this.stream]);
+    body();
+    this.driver.call("cuEventRecord", [end[0], this.stream]);
+    this.driver.call("cuEventSynchronize", [end[0]]);
+    const ms = [0];
+    this.driver.call("cuEventElapsedTime", [ms, start[0], end[0]]);
+    return ms[0];
+  }
+}
+
+export function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}

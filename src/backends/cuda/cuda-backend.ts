@@ -1,0 +1,460 @@
+/**
+ * The CUDA backend: bf16 weights, float32 activations and KV cache, kernels compiled at load time
+ * for this GPU and model. Activations come from one arena that is reset at the start of every
+ * step, so a step allocates nothing from the driver and its addresses repeat step after step —
+ * which is what lets a captured CUDA graph replay it.
+ */
+import type {
+  AttentionParams,
+  Backend,
+  CapturedGraph,
+  KvCacheSpec,
+  KvStorage,
+  Step,
+  StepRows,
+  Tensor,
+} from "../backend.js";
+import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
+import type { ModelConfig } from "../../model/config.js";
+import type { RopeConfig } from "../../model/rope.js";
+import { CudaContext, gib, type KernelArg } from "./context.js";
+import { CudaError, Driver, type DevicePtr } from "./driver.js";
+import { Kernels } from "./kernels.js";
+import { Nvrtc } from "./nvrtc.js";
+
+export class CudaTensor implements Tensor {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly ptr: DevicePtr,
+  ) {}
+}
+
+class CudaKvStorage implements KvStorage {
+  constructor(
+    readonly spec: KvCacheSpec,
+    readonly keys: DevicePtr,
+    readonly values: DevicePtr,
+    readonly bytes: number,
+  ) {}
+  /** Bytes of one layer's keys (or values). */
+  get layerBytes(): number {
+    return this.spec.numBlocks * this.spec.blockSize * this.spec.numKvHeads * this.spec.headDim * 4;
+  }
+}
+
+interface CudaStep extends Step {
+  tokens: DevicePtr;
+  positions: DevicePtr;
+  slots: DevicePtr;
+  outputRows: DevicePtr;
+  /** [rows, maxBlocks] block tables, padded to the pool size so every step has the same layout. */
+  blockTables: DevicePtr;
+  maxBlocks: number;
+}
+
+interface CudaGraph extends CapturedGraph {
+  exec: unknown;
+}
+
+/** Bump allocator over one device buffer; reset() frees everything at once. */
+class Arena {
+  private offset = 0;
+  constructor(
+    readonly base: DevicePtr,
+    readonly capacity: number,
+  ) {}
+  alloc(bytes: number): DevicePtr {
+    const at = this.offset;
+    this.offset += Math.ceil(bytes / 256) * 256;
+    if (this.offset > this.capacity) {
+      throw new CudaError(
+        `activation arena exhausted (${gib(this.capacity)}): the step has more rows than the backend was sized for`,
+      );
+    }
+    return this.base + at;
+  }
+  reset(): void {
+    this.offset = 0;
+  }
+}
+
+export interface CudaBackendOptions {
+  /** Most rows one step may have (prefill chunk size). */
+  maxRows: number;
+}
+
+export class CudaBackend implements Backend {
+  readonly name = "cuda";
+  private readonly arena: Arena;
+  /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
+  private tableWidth = 1;
+  private readonly invFreq: DevicePtr;
+
+  private constructor(
+    readonly ctx: CudaContext,
+    private readonly kernels: Kernels,
+    private readonly cfg: ModelConfig,
+    arenaBytes: number,
+  ) {
+    this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
+    this.invFreq = ctx.alloc(cfg.rope.invFreq.byteLength, "rope frequencies");
+    ctx.upload(this.invFreq, cfg.rope.invFreq);
+  }
+
+  /** Whether a CUDA GPU is usable here, and if not, why. */
+  static probe(): { ok: boolean; reason: string } {
+    const { driver, reason } = Driver.tryLoad();
+    return { ok: driver !== null, reason };
+  }
+
+  static create(cfg: ModelConfig, options: CudaBackendOptions): CudaBackend {
+    const { driver, reason } = Driver.tryLoad();
+    if (!driver) throw new CudaError(`--device cuda: ${reason}`);
+    const ctx = new CudaContext(driver, 0);
+    const kernels = new Kernels(ctx, Nvrtc.load(), { HEAD_DIM: cfg.headDim });
+    return new CudaBackend(ctx, kernels, cfg, activationBytes(cfg, options.maxRows));
+  }
+
+  get deviceName(): string {
+    return this.ctx.info.name;
+  }
+
+  weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor {
+    const rows = shape.length === 2 ? shape[0] : 1;
+    const cols = shape.length === 2 ? shape[1] : shape[0];
+    let bf16: Uint8Array = bytes;
+    if (dtype !== "BF16") {
+      const f = toFloat32(bytes, dtype);
+      const bits = new Uint16Array(f.length);
+      for (let i = 0; i < f.length; i++) bits[i] = float32ToBf16Bits(f[i]);
+      bf16 = new Uint8Array(bits.buffer);
+    }
+    const ptr = this.ctx.alloc(bf16.byteLength, `loading ${name}`);
+    this.ctx.upload(ptr, bf16);
+    return new CudaTensor(rows, cols, ptr);
+  }
+
+  randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
+    const rows = shape.length === 2 ? shape[0] : 1;
+    const cols = shape.length === 2 ? shape[1] : shape[0];
+    const ptr = this.ctx.alloc(rows * cols * 2, "random weights");
+    this.launch("fill_random_bf16", [1024, 1, 1], 256, [
+      { ptr },
+      { u64: rows * cols },
+      { i32: dist.seed | 0 },
+      { f32: dist.mean },
+      { f32: dist.std },
+    ]);
+    return new CudaTensor(rows, cols, ptr);
+  }
+
+  createKvCache(spec: KvCacheSpec): KvStorage {
+    this.tableWidth = spec.numBlocks;
+    const layerBytes = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim * 4;
+    const total = layerBytes * spec.numLayers;
+    const keys = this.ctx.alloc(total, "the KV cache (keys)");
+    const values = this.ctx.alloc(total, "the KV cache (values)");
+    return new CudaKvStorage(spec, keys, values, 2 * total);
+  }
+
+  resetActivations(): void {
+    this.arena.reset();
+  }
+
+  prepareStep(rows: StepRows): Step {
+    // One upload per step: [tokens | positions | slots | outputRows | block tables].
+    const M = rows.tokens.length;
+    const O = rows.outputRows.length;
+    const W = this.tableWidth;
+    const packed = new Int32Array(3 * M + O + M * W);
+    packed.set(rows.tokens, 0);
+    packed.set(rows.positions, M);
+    packed.set(rows.slots, 2 * M);
+    packed.set(rows.outputRows, 3 * M);
+    rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
+    const base = this.arena.alloc(packed.byteLength);
+    this.ctx.upload(base, packed);
+    const step: CudaStep = {
+      rows,
+      tokens: base,
+      positions: base + 4 * M,
+      slots: base + 8 * M,
+      outputRows: base + 12 * M,
+      blockTables: base + 4 * (3 * M + O),
+      maxBlocks: W,
+    };
+    return step;
+  }
+
+  private tensor(rows: number, cols: number): CudaTensor {
+    return new CudaTensor(rows, cols, this.arena.alloc(rows * cols * 4));
+  }
+
+  private launch(name: string, grid: [number, number, number], block: number, args: KernelArg[]): void {
+    this.ctx.launch(this.kernels.get(name), grid, [block, 1, 1], args, name);
+  }
+
+  embed(table: Tensor, step: Step): Tensor {
+    const s = step as CudaStep;
+    const out = this.tensor(s.rows.tokens.length, table.cols);
+    this.launch("embed", [out.rows, 1, 1], 256, [
+      { ptr: (table as CudaTensor).ptr },
+      { ptr: s.tokens },
+      { ptr: out.ptr },
+      { i32: table.cols },
+    ]);
+    return out;
+  }
+
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+    const out = this.tensor(x.rows, x.cols);
+    const group = weight.cols;
+    const groups = (x.rows * x.cols) / group;
+    this.launch("rmsnorm", [groups, 1, 1], this.normThreads(group), [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: (weight as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: group },
+      { f32: eps },
+    ]);
+    return out;
+  }
+
+  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+    return this.linearMany(x, [w], [bias])[0];
+  }
+
+  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
+    if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
+    const outs = ws.map((w) => this.tensor(x.rows, w.rows));
+    const K = x.cols;
+    const totalRows = ws.reduce((n, w) => n + w.rows, 0);
+    // Rows in chunks of up to 16: each chunk reads the weights once.
+    for (let r = 0; r < x.rows; r += 16) {
+      const m = Math.min(16, x.rows - r);
+      const seg = new DataView(new ArrayBuffer(88));
+      ws.forEach((w, i) => {
+        seg.setBigUint64(8 * i, BigInt((w as CudaTensor).ptr), true);
+        seg.setBigUint64(24 + 8 * i, BigInt(biases[i] ? (biases[i] as CudaTensor).ptr : 0), true);
+        seg.setBigUint64(48 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
+        seg.setInt32(72 + 4 * i, w.rows, true);
+      });
+      this.launch(`gemv_bf16_m${m}`, [Math.ceil(totalRows / 8), 1, 1], 256, [
+        { bytes: new Uint8Array(seg.buffer) },
+        { ptr: (x as CudaTensor).ptr + r * K * 4 },
+        { i32: K },
+      ]);
+    }
+    return outs;
+  }
+
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor {
+    const out = this.tensor(x.rows, gate.rows);
+    const K = x.cols;
+    const N = gate.rows;
+    for (let r = 0; r < x.rows; r += 16) {
+      const m = Math.min(16, x.rows - r);
+      this.launch(`gate_up_bf16_m${m}`, [Math.ceil(N / 8), 1, 1], 256, [
+        { ptr: (gate as CudaTensor).ptr },
+        { ptr: (up as CudaTensor).ptr },
+        { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
+        { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+        { ptr: (x as CudaTensor).ptr + r * K * 4 },
+        { ptr: out.ptr + r * N * 4 },
+        { i32: N },
+        { i32: K },
+      ]);
+    }
+    return out;
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    const out = this.tensor(a.rows, a.cols);
+    const n = a.rows * a.cols;
+    this.launch("add", [Math.ceil(n / 256), 1, 1], 256, [
+      { ptr: (a as CudaTensor).ptr },
+      { ptr: (b as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: n },
+    ]);
+    return out;
+  }
+
+  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
+    const sum = this.tensor(x.rows, x.cols);
+    const normed = this.tensor(x.rows, x.cols);
+    this.launch("add_rmsnorm", [x.rows, 1, 1], this.normThreads(x.cols), [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: (delta as CudaTensor).ptr },
+      { ptr: (weight as CudaTensor).ptr },
+      { ptr: sum.ptr },
+      { ptr: normed.ptr },
+      { i32: x.cols },
+      { f32: eps },
+    ]);
+    return [sum, normed];
+  }
+
+  private normThreads(group: number): number {
+    return group >= 1024 ? 1024 : Math.max(32, Math.ceil(group / 32) * 32);
+  }
+
+  rope(x: Tensor, _rope: RopeConfig, headDim: number, step: Step): Tensor {
+    const out = this.tensor(x.rows, x.cols);
+    this.launch("rope", [x.rows, x.cols / headDim, 1], headDim / 2, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { ptr: (step as CudaStep).positions },
+      { ptr: this.invFreq },
+      { i32: x.cols },
+    ]);
+    return out;
+  }
+
+  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void {
+    const store = kv as CudaKvStorage;
+    this.launch("kv_write", [k.rows, 1, 1], 256, [
+      { ptr: (k as CudaTensor).ptr },
+      { ptr: (v as CudaTensor).ptr },
+      { ptr: store.keys + layer * store.layerBytes },
+      { ptr: store.values + layer * store.layerBytes },
+      { ptr: (step as CudaStep).slots },
+      { i32: k.cols },
+    ]);
+  }
+
+  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
+    const store = kv as CudaKvStorage;
+    const s = step as CudaStep;
+    const M = q.rows;
+    // Decode rows split each sequence's keys over many blocks; prefill has enough rows already.
+    const splits = M <= 16 ? 16 : 1;
+    const parts = M * p.numHeads * splits;
+    const partMax = this.arena.alloc(parts * 4);
+    const partSum = this.arena.alloc(parts * 4);
+    const partAcc = this.arena.alloc(parts * p.headDim * 4);
+    this.launch("attention_partial", [M, p.numHeads, splits], 128, [
+      { ptr: (q as CudaTensor).ptr },
+      { ptr: store.keys + layer * store.layerBytes },
+      { ptr: store.values + layer * store.layerBytes },
+      { ptr: s.positions },
+      { ptr: s.blockTables },
+      { ptr: partMax },
+      { ptr: partSum },
+      { ptr: partAcc },
+      { i32: p.numHeads },
+      { i32: p.numKvHeads },
+      { i32: s.maxBlocks },
+      { i32: store.spec.blockSize },
+      { i32: p.slidingWindow ?? 0 },
+      { i32: splits },
+      { f32: 1 / Math.sqrt(p.headDim) },
+    ]);
+    const out = this.tensor(M, p.numHeads * p.headDim);
+    this.launch("attention_combine", [M, p.numHeads, 1], p.headDim, [
+      { ptr: partMax },
+      { ptr: partSum },
+      { ptr: partAcc },
+      { ptr: out.ptr },
+      { i32: p.numHeads },
+      { i32: splits },
+    ]);
+    return out;
+  }
+
+  concatCols(a: Tensor, b: Tensor): Tensor {
+    const out = this.tensor(a.rows, a.cols + b.cols);
+    this.launch("concat_cols", [a.rows, 1, 1], 256, [
+      { ptr: (a as CudaTensor).ptr },
+      { ptr: (b as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: a.cols },
+      { i32: b.cols },
+    ]);
+    return out;
+  }
+
+  gatherOutputRows(x: Tensor, step: Step): Tensor {
+    const s = step as CudaStep;
+    const out = this.tensor(s.rows.outputRows.length, x.cols);
+    if (out.rows === 0) return out;
+    this.launch("gather_rows", [out.rows, 1, 1], 256, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: s.outputRows },
+      { ptr: out.ptr },
+      { i32: x.cols },
+    ]);
+    return out;
+  }
+
+  sliceRows(x: Tensor, start: number, count: number): Tensor {
+    return new CudaTensor(count, x.cols, (x as CudaTensor).ptr + start * x.cols * 4);
+  }
+
+  argmaxRows(x: Tensor): Int32Array {
+    const ids = this.arena.alloc(x.rows * 4);
+    this.launch("argmax_rows", [x.rows, 1, 1], 1024, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: ids },
+      { i32: x.cols },
+    ]);
+    const out = new Int32Array(x.rows);
+    this.ctx.download(ids, out);
+    return out;
+  }
+
+  captureGraph(body: () => Tensor): CapturedGraph {
+    let output: Tensor | undefined;
+    const exec = this.ctx.capture(() => {
+      output = body();
+    });
+    const graph: CudaGraph = { exec, output: output! };
+    return graph;
+  }
+
+  replayGraph(graph: CapturedGraph): Tensor {
+    this.ctx.replay((graph as CudaGraph).exec);
+    return graph.output;
+  }
+
+  /** Device-to-device copy bandwidth (bytes read + written per second) over `bytes`-sized buffers. */
+  copyBandwidth(bytes = 2 ** 30, repeats = 20): number {
+    const a = this.ctx.alloc(bytes, "the bandwidth probe");
+    const b = this.ctx.alloc(bytes, "the bandwidth probe");
+    try {
+      this.ctx.fill32(a, 0x3f800000, bytes / 4);
+      this.ctx.copyAsync(b, a, bytes); // warm-up
+      const ms = this.ctx.time(() => {
+        for (let i = 0; i < repeats; i++) this.ctx.copyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes);
+      });
+      return (2 * bytes * repeats) / (ms / 1000);
+    } finally {
+      this.ctx.free(a, bytes);
+      this.ctx.free(b, bytes);
+    }
+  }
+
+  read(x: Tensor): Float32Array {
+    const out = new Float32Array(x.rows * x.cols);
+    this.ctx.download((x as CudaTensor).ptr, out);
+    return out;
+  }
+}
+
+/**
+ * Upper bound of one step's activation bytes for `rows` rows: every tensor the forward pass
+ * creates, for every layer (MTP modules included), plus attention partials and step metadata.
+ */
+export function activationBytes(cfg: ModelConfig, rows: number): number {
+  const H = cfg.hiddenSize;
+  const qW = cfg.numHeads * cfg.headDim;
+  const kvW = cfg.numKvHeads * cfg.headDim;
+  const I = cfg.intermediateSize;
+  const perLayer = 6 * H + 3 * qW + 4 * kvW + 3 * I + (cfg.qkNorm ? qW + kvW : 0);
+  const attentionParts = cfg.numHeads * 16 * (cfg.headDim + 2);
+  const layers = cfg.numLayers + cfg.numMtpModules;
+  const floatsPerRow = layers * (perLayer + attentionParts + 16) + 4 * H + 2 * cfg.vocabSize;
+  const metadataPerRow = 8 + Math.ceil(cfg.maxPositions / 16);
+  return Math.ceil((rows * (floatsPerRow + metadataPerRow) * 4 + layers * 64 * 256) * 1.25) + (1 << 20);
+}
