@@ -108,9 +108,21 @@ export async function* generateTokens(
   let matchedStopString = false;
 
   try {
+    // Plain greedy decoding picks the token on the device: only its id crosses to the host.
+    const greedyOnDevice =
+      params.temperature === 0 &&
+      topN === undefined &&
+      params.repetitionPenalty === 1 &&
+      params.presencePenalty === 0 &&
+      params.frequencyPenalty === 0;
     let logits: Float32Array = new Float32Array(0);
+    let deviceToken = 0;
+    const advance = (tokens: readonly number[]): void => {
+      if (greedyOnDevice) [deviceToken] = executor.stepGreedy([{ seq, tokens }]);
+      else [logits] = executor.step([{ seq, tokens }]);
+    };
     for (let i = 0; i < promptIds.length; i += prefillChunk) {
-      [logits] = executor.step([{ seq, tokens: promptIds.slice(i, i + prefillChunk) }]);
+      advance(promptIds.slice(i, i + prefillChunk));
       if (i + prefillChunk < promptIds.length) await yieldToEventLoop();
     }
     while (tokens.length < maxTokens) {
@@ -118,7 +130,7 @@ export async function* generateTokens(
         finishReason = "abort";
         break;
       }
-      const token = sampler.sample(logits);
+      const token = greedyOnDevice ? deviceToken : sampler.sample(logits);
       sampler.accept(token);
       tokens.push(token);
       if (tokens.length === 1) firstTokenAt = performance.now();
@@ -142,7 +154,7 @@ export async function* generateTokens(
       }
       if (tokens.length === maxTokens) break;
       await yieldToEventLoop();
-      [logits] = executor.step([{ seq, tokens: [token] }]);
+      advance([token]);
     }
     if (!matchedStopString) {
       const tail = stops.push(decoder.flush()).text + stops.flush();
