@@ -14,6 +14,9 @@ import { Rng } from "../engine/rng.js";
 import { parseConfig } from "../model/config.js";
 import { configJson, namedShapes } from "../model/random-checkpoint.js";
 import { expectedTensors, randomWeights } from "../model/weights.js";
+import type { ModelConfig } from "../model/config.js";
+import type { ModelWeights } from "../model/transformer.js";
+import { profilingBackend, type OpProfile } from "../backends/cuda/profile.js";
 
 export interface BenchResult {
   shape: string;
@@ -47,6 +50,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "gen-tokens": { type: "string", default: "256" },
       "ttft-tokens": { type: "string", default: "1024" },
       out: { type: "string" },
+      profile: { type: "boolean", default: false },
     },
     strict: true,
   });
@@ -123,7 +127,42 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "\n",
   );
   if (values.out) fs.writeFileSync(values.out, line + "\n");
+  if (values.profile && gpu) profileDecodeStep(gpu, cfg, weights, randomIds(promptTokens + genTokens / 2));
   return 0;
+}
+
+/** Prints where one decode step's GPU time goes, per operation, at the bench's mean context. */
+function profileDecodeStep(
+  gpu: CudaBackend,
+  cfg: ModelConfig,
+  weights: ModelWeights,
+  context: number[],
+): void {
+  const { backend, report } = profilingBackend(gpu);
+  const executor = new ModelExecutor(backend, cfg, weights, {
+    maxTokens: context.length + 32,
+    contextLength: context.length + 16,
+  });
+  const seq = executor.newSequence();
+  executor.stepGreedy([{ seq, tokens: context }]);
+  report(); // discard the prefill
+  let total = 0;
+  const rows = [] as OpProfile[];
+  for (let i = 0; i < 3; i++) {
+    executor.stepGreedy([{ seq, tokens: [1] }]);
+    rows.splice(0, rows.length, ...report());
+  }
+  for (const r of rows) total += r.ms;
+  process.stderr.write(
+    `one decode step at context ${context.length}, operations run one by one (no graph):\n`,
+  );
+  for (const r of rows) {
+    process.stderr.write(
+      `  ${r.op.padEnd(18)} ${String(r.calls).padStart(4)} calls ${(r.ms * 1000).toFixed(0).padStart(7)} us ${((100 * r.ms) / total).toFixed(1).padStart(5)}%\n`,
+    );
+  }
+  process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
+  seq.free();
 }
 
 /**

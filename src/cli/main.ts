@@ -19,7 +19,7 @@ Usage:
 
 Run options:
   --model DIR              Hugging Face model folder (default: the embedded tachyon-code-tiny)
-  --prompt TEXT            text to continue (default: "def fibonacci(n):")
+  --prompt TEXT            text to continue (default: "def fibonacci(n):\n")
   --chat                   chat through the model's template; with --prompt, one turn, else interactive
   --system TEXT            system message for --chat
   --max-tokens N           most tokens to generate (default 128)

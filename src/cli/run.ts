@@ -31,7 +31,7 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   if (values.chat && values.prompt === undefined) return interactiveChat(model, gen, values.system);
 
-  const prompt = values.prompt ?? "def fibonacci(n):";
+  const prompt = values.prompt ?? "def fibonacci(n):\n";
   const messages: ChatMessage[] = [];
   if (values.system !== undefined) messages.push({ role: "system", content: values.system });
   messages.push({ role: "user", content: prompt });

@@ -165,6 +165,22 @@ export class CudaContext {
     this.driver.call("cuGraphLaunch", [exec, this.stream]);
   }
 
+  /** An event recorded on the stream now (for timing with elapsedMs). */
+  record(): Handle {
+    const e = [null] as unknown[];
+    this.driver.call("cuEventCreate", [e, 0]);
+    this.driver.call("cuEventRecord", [e[0], this.stream]);
+    return e[0];
+  }
+
+  /** Milliseconds between two recorded events (waits for the later one). */
+  elapsedMs(start: Handle, end: Handle): number {
+    this.driver.call("cuEventSynchronize", [end]);
+    const ms = [0];
+    this.driver.call("cuEventElapsedTime", [ms, start, end]);
+    return ms[0];
+  }
+
   /** Milliseconds the GPU spends on `body`'s work, between two events on the stream. */
   time(body: () => void): number {
     const start = [null] as unknown[];

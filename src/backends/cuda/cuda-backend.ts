@@ -166,7 +166,7 @@ export class CudaBackend implements Backend {
     // One upload per step: [tokens | positions | slots | outputRows | block tables].
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
-    const W = this.tableWidth;
+    const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
     const packed = new Int32Array(3 * M + O + M * W);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
