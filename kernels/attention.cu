@@ -13,6 +13,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
     const int* __restrict__ positions, const int* __restrict__ block_tables, float* __restrict__ part_max,
     float* __restrict__ part_sum, float* __restrict__ part_acc, int num_heads, int num_kv_heads,
     int max_blocks, int block_size, int window, int splits, float scale) {
+  pdl_start();
   const int row = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kv_head = head / (num_heads / num_kv_heads);
@@ -95,6 +96,7 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
                                              const float* __restrict__ part_sum,
                                              const float* __restrict__ part_acc, float* __restrict__ out,
                                              int num_heads, int splits) {
+  pdl_start();
   const int row = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
   const size_t base = ((size_t)row * num_heads + head) * splits;
   float mm = -INFINITY;
@@ -106,15 +108,4 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
     value += part_acc[(base + s) * HEAD_DIM + d] * f;
   }
   out[((size_t)row * num_heads + head) * HEAD_DIM + d] = value / total;
-}
-
-// Writes each row's key and value into its cache slot; one block per row, width = kv heads × dim.
-extern "C" __global__ void kv_write(const float* __restrict__ k, const float* __restrict__ v,
-                                    float* __restrict__ kcache, float* __restrict__ vcache,
-                                    const int* __restrict__ slots, int width) {
-  const size_t dst = (size_t)slots[blockIdx.x] * width, src = (size_t)blockIdx.x * width;
-  for (int i = threadIdx.x; i < width; i += blockDim.x) {
-    kcache[dst + i] = k[src + i];
-    vcache[dst + i] = v[src + i];
-  }
 }

@@ -14,6 +14,25 @@ __device__ __forceinline__ float bf16_to_f32(bf16_t v) { return __uint_as_float(
 __device__ __forceinline__ float bf16lo(u32 v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16hi(u32 v) { return __uint_as_float(v & 0xffff0000u); }
 
+// Programmatic dependent launch (Hopper): kernels are launched before their predecessor ends.
+// Each kernel calls pdl_wait() before reading anything an earlier kernel wrote (weights may be
+// read before it), and pdl_launch_dependents() to let the next kernel start its own prologue.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+// The usual start of a kernel that has nothing to prefetch.
+__device__ __forceinline__ void pdl_start() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

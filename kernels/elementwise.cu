@@ -3,6 +3,7 @@
 // y[m] = table[tokens[m]] (bf16 → f32); one block per row.
 extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __restrict__ tokens,
                                  float* __restrict__ y, int cols) {
+  pdl_start();
   const bf16_t* src = table + (size_t)tokens[blockIdx.x] * cols;
   float* dst = y + (size_t)blockIdx.x * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = bf16_to_f32(src[i]);
@@ -10,6 +11,7 @@ extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __
 
 extern "C" __global__ void add(const float* __restrict__ a, const float* __restrict__ b,
                                float* __restrict__ y, int n) {
+  pdl_start();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) y[i] = a[i] + b[i];
 }
@@ -17,6 +19,7 @@ extern "C" __global__ void add(const float* __restrict__ a, const float* __restr
 // y[r] = x[rows[r]]; one block per output row.
 extern "C" __global__ void gather_rows(const float* __restrict__ x, const int* __restrict__ rows,
                                        float* __restrict__ y, int cols) {
+  pdl_start();
   const float* src = x + (size_t)rows[blockIdx.x] * cols;
   float* dst = y + (size_t)blockIdx.x * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
@@ -25,6 +28,7 @@ extern "C" __global__ void gather_rows(const float* __restrict__ x, const int* _
 // y[r] = [a[r] | b[r]]; one block per row.
 extern "C" __global__ void concat_cols(const float* __restrict__ a, const float* __restrict__ b,
                                        float* __restrict__ y, int ca, int cb) {
+  pdl_start();
   const int r = blockIdx.x;
   for (int i = threadIdx.x; i < ca + cb; i += blockDim.x)
     y[(size_t)r * (ca + cb) + i] = i < ca ? a[(size_t)r * ca + i] : b[(size_t)r * cb + i - ca];
@@ -42,6 +46,7 @@ __device__ __forceinline__ u32 hash32(u32 x) {
 }
 extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned long long n, u32 seed,
                                             float mean, float std) {
+  pdl_start();
   for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
        i += (unsigned long long)gridDim.x * blockDim.x) {
     const u32 a = hash32((u32)i * 2u + hash32(seed) + (u32)(i >> 31));
@@ -55,6 +60,7 @@ extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned l
 
 // Index of each row's largest value (ties → lowest index); one block of 1024 threads per row.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols) {
+  pdl_start();
   const float* r = x + (size_t)blockIdx.x * cols;
   float best = -INFINITY;
   int idx = 0x7fffffff;

@@ -3,52 +3,93 @@
 // 16-byte loads, several in flight per lane; the M rows of x (small, hot in L1/L2) are read
 // alongside, so a verify step of M rows costs about one weight read. Requires K % 8 == 0.
 
-// acc[m] += dot(W row, x[m]) over this lane's share of K (not yet reduced across the warp).
-template <int M>
-__device__ __forceinline__ void dot_rows(const uint4* __restrict__ wr, const float* __restrict__ x, int K,
-                                         float (&acc)[M]) {
+#define PREFETCH 4
+
+// acc[m] += dot(W row, x[m]) for `ROWS` weight rows at once (1: a plain product; 2: gate and up),
+// reduced across the warp. The first PREFETCH chunks of each weight row are loaded before
+// pdl_wait(): weights never depend on the previous kernel, so their latency hides its tail.
+template <int M, int ROWS>
+__device__ __forceinline__ void dot_rows(const uint4* const (&wr)[ROWS], const float* __restrict__ x, int K,
+                                         float (&acc)[ROWS][M]) {
   const int lane = threadIdx.x & 31;
   const int chunks = K >> 3;
-#pragma unroll 4
-  for (int c = lane; c < chunks; c += 32) {
-    const uint4 p = load_stream(wr + c);
-    const float wv[8] = {bf16lo(p.x), bf16hi(p.x), bf16lo(p.y), bf16hi(p.y),
-                         bf16lo(p.z), bf16hi(p.z), bf16lo(p.w), bf16hi(p.w)};
+  uint4 pre[ROWS][PREFETCH];
+#pragma unroll
+  for (int j = 0; j < PREFETCH; j++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+      pre[r][j] = lane + 32 * j < chunks ? load_stream(wr[r] + lane + 32 * j) : uint4{0u, 0u, 0u, 0u};
+  pdl_start();
+  auto consume = [&](const uint4 (&p)[ROWS], int c) {
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float4* xv = reinterpret_cast<const float4*>(x + (size_t)m * K) + 2 * c;
       const float4 a = xv[0], b = xv[1];
-      acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y +
-                wv[6] * b.z + wv[7] * b.w;
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) {
+        acc[r][m] += bf16lo(p[r].x) * a.x + bf16hi(p[r].x) * a.y + bf16lo(p[r].y) * a.z +
+                     bf16hi(p[r].y) * a.w + bf16lo(p[r].z) * b.x + bf16hi(p[r].z) * b.y +
+                     bf16lo(p[r].w) * b.z + bf16hi(p[r].w) * b.w;
+      }
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < PREFETCH; j++) {
+    if (lane + 32 * j < chunks) {
+      uint4 p[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) p[r] = pre[r][j];
+      consume(p, lane + 32 * j);
     }
   }
+#pragma unroll 4
+  for (int c = lane + 32 * PREFETCH; c < chunks; c += 32) {
+    uint4 p[ROWS];
 #pragma unroll
-  for (int m = 0; m < M; m++) acc[m] = warp_sum(acc[m]);
+    for (int r = 0; r < ROWS; r++) p[r] = load_stream(wr[r] + c);
+    consume(p, c);
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
 }
 
 // Up to three products sharing x (q, k and v; or a single one): output rows are numbered across
-// the segments, so one launch covers all three weights.
+// the segments, so one launch covers all three weights. Fields are scalars, not arrays: a
+// run-time index into a kernel parameter array would copy it to local memory.
 struct Segments {
-  const uint4* w[3];
-  const bf16_t* bias[3];
-  float* y[3];
-  int n[3];
+  const uint4 *w0, *w1, *w2;
+  const bf16_t *b0, *b1, *b2;
+  float *y0, *y1, *y2;
+  int n0, n1, n2;
 };
 
 template <int M>
 __device__ __forceinline__ void gemv(const Segments& s, const float* __restrict__ x, int K) {
   int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  int seg = 0;
-  while (seg < 3 && row >= s.n[seg]) row -= s.n[seg++];
-  if (seg == 3) return;
-  float acc[M];
+  const uint4* w;
+  const bf16_t* bias;
+  float* y;
+  int n;
+  if (row < s.n0) {
+    w = s.w0, bias = s.b0, y = s.y0, n = s.n0;
+  } else if ((row -= s.n0) < s.n1) {
+    w = s.w1, bias = s.b1, y = s.y1, n = s.n1;
+  } else if ((row -= s.n1) < s.n2) {
+    w = s.w2, bias = s.b2, y = s.y2, n = s.n2;
+  } else {
+    return;
+  }
+  float acc[1][M];
 #pragma unroll
-  for (int m = 0; m < M; m++) acc[m] = 0.0f;
-  dot_rows<M>(s.w[seg] + (size_t)row * (K >> 3), x, K, acc);
+  for (int m = 0; m < M; m++) acc[0][m] = 0.0f;
+  const uint4* const wr[1] = {w + (size_t)row * (K >> 3)};
+  dot_rows<M, 1>(wr, x, K, acc);
   if ((threadIdx.x & 31) == 0) {
-    const float b = s.bias[seg] ? bf16_to_f32(s.bias[seg][row]) : 0.0f;
+    const float b = bias ? bf16_to_f32(bias[row]) : 0.0f;
 #pragma unroll
-    for (int m = 0; m < M; m++) s.y[seg][(size_t)m * s.n[seg] + row] = acc[m] + b;
+    for (int m = 0; m < M; m++) y[(size_t)m * n + row] = acc[0][m] + b;
   }
 }
 
@@ -59,17 +100,17 @@ __device__ __forceinline__ void gate_up(const uint4* __restrict__ wg, const uint
                                         const float* __restrict__ x, float* __restrict__ y, int N, int K) {
   const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (row >= N) return;
-  float g[M], u[M];
+  float acc[2][M];
 #pragma unroll
-  for (int m = 0; m < M; m++) g[m] = u[m] = 0.0f;
-  dot_rows<M>(wg + (size_t)row * (K >> 3), x, K, g);
-  dot_rows<M>(wu + (size_t)row * (K >> 3), x, K, u);
+  for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
+  const uint4* const wr[2] = {wg + (size_t)row * (K >> 3), wu + (size_t)row * (K >> 3)};
+  dot_rows<M, 2>(wr, x, K, acc);
   if ((threadIdx.x & 31) == 0) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
     for (int m = 0; m < M; m++) {
-      const float a = g[m] + gb;
-      y[(size_t)m * N + row] = a / (1.0f + expf(-a)) * (u[m] + ub);
+      const float a = acc[0][m] + gb;
+      y[(size_t)m * N + row] = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
     }
   }
 }

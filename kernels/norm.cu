@@ -2,6 +2,7 @@
 // group. y = w * (x / sqrt(mean(x^2) + eps)), w bf16.
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const bf16_t* __restrict__ w,
                                    float* __restrict__ y, int group, float eps) {
+  pdl_start();
   const float* xr = x + (size_t)blockIdx.x * group;
   float* yr = y + (size_t)blockIdx.x * group;
   float ss = 0.0f;
@@ -15,6 +16,7 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const bf16_t* __
 extern "C" __global__ void add_rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
                                        const bf16_t* __restrict__ w, float* __restrict__ sum,
                                        float* __restrict__ normed, int cols, float eps) {
+  pdl_start();
   const size_t base = (size_t)blockIdx.x * cols;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) {

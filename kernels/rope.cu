@@ -1,15 +1,31 @@
-// Rotary embedding, "rotate half" layout: element i of a head pairs with element i + HEAD_DIM/2.
-// grid (rows, heads), HEAD_DIM/2 threads. The angle is computed in float32 like the reference.
-extern "C" __global__ void rope(const float* __restrict__ x, float* __restrict__ y,
-                                const int* __restrict__ positions, const float* __restrict__ inv_freq,
-                                int row_width) {
+// Rotary embedding of q and k ("rotate half": element i of a head pairs with i + HEAD_DIM/2)
+// fused with storing k and v in the paged KV cache: one launch instead of three.
+// grid (rows, q heads + kv heads), HEAD_DIM/2 threads. Angles are float32, like the reference.
+extern "C" __global__ void rope_store(const float* __restrict__ q, const float* __restrict__ k,
+                                      const float* __restrict__ v, float* __restrict__ q_out,
+                                      float* __restrict__ kcache, float* __restrict__ vcache,
+                                      const int* __restrict__ positions, const int* __restrict__ slots,
+                                      const float* __restrict__ inv_freq, int num_heads, int num_kv_heads) {
+  pdl_start();
   const int half = HEAD_DIM / 2;
-  const int i = threadIdx.x;
-  const size_t base = (size_t)blockIdx.x * row_width + blockIdx.y * HEAD_DIM;
-  const float angle = (float)positions[blockIdx.x] * inv_freq[i];
+  const int row = blockIdx.x, head = blockIdx.y, i = threadIdx.x;
   float s, c;
-  sincosf(angle, &s, &c);
-  const float a = x[base + i], b = x[base + i + half];
-  y[base + i] = a * c - b * s;
-  y[base + i + half] = b * c + a * s;
+  sincosf((float)positions[row] * inv_freq[i], &s, &c);
+  const float* src;
+  float* dst;
+  if (head < num_heads) {
+    src = q + ((size_t)row * num_heads + head) * HEAD_DIM;
+    dst = q_out + ((size_t)row * num_heads + head) * HEAD_DIM;
+  } else {
+    const int kv = head - num_heads;
+    const size_t from = ((size_t)row * num_kv_heads + kv) * HEAD_DIM;
+    const size_t to = ((size_t)slots[row] * num_kv_heads + kv) * HEAD_DIM;
+    src = k + from;
+    dst = kcache + to;
+    vcache[to + i] = v[from + i];
+    vcache[to + i + half] = v[from + i + half];
+  }
+  const float a = src[i], b = src[i + half];
+  dst[i] = a * c - b * s;
+  dst[i + half] = b * c + a * s;
 }

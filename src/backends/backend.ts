@@ -91,10 +91,19 @@ export interface Backend {
   add(a: Tensor, b: Tensor): Tensor;
   /** [x + delta, rmsNorm(x + delta)]: the residual add and the next block's norm together. */
   addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor];
-  /** Rotates each head of x ([M, heads * headDim]) by its row's position. */
-  rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor;
-  /** Writes each row's key and value into its cache slot of `layer`. */
-  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void;
+  /**
+   * Rotates each head of q and k by its row's position (rope) and writes k and v into each row's
+   * cache slot of `layer`; returns the rotated q.
+   */
+  ropeAndStore(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    kv: KvStorage,
+    layer: number,
+    rope: RopeConfig,
+    step: Step,
+  ): Tensor;
   /** Causal attention of each query row over its sequence's cached keys/values: [M, heads * headDim]. */
   attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor;
   /** [a | b]: rows of a followed by the same rows of b, side by side. */

@@ -105,9 +105,7 @@ function attention(
     q = b.rmsNorm(q, lw.qNorm, cfg.rmsNormEps);
     k = b.rmsNorm(k, lw.kNorm, cfg.rmsNormEps);
   }
-  q = b.rope(q, cfg.rope, cfg.headDim, step);
-  k = b.rope(k, cfg.rope, cfg.headDim, step);
-  b.writeKv(kv, kvLayer, k, v, step);
+  q = b.ropeAndStore(q, k, v, kv, kvLayer, cfg.rope, step);
   const out = b.attention(q, kv, kvLayer, step, {
     numHeads: cfg.numHeads,
     numKvHeads: cfg.numKvHeads,

@@ -126,7 +126,21 @@ export class CpuBackend implements Backend {
     return [sum, this.rmsNorm(sum, weight, eps)];
   }
 
-  rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor {
+  ropeAndStore(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    kv: KvStorage,
+    layer: number,
+    rope: RopeConfig,
+    step: Step,
+  ): Tensor {
+    const headDim = (kv as CpuKvStorage).spec.headDim;
+    this.writeKv(kv, layer, this.rope(k, rope, headDim, step), v, step);
+    return this.rope(q, rope, headDim, step);
+  }
+
+  private rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor {
     const positions = step.rows.positions;
     const out = new CpuTensor(x.rows, x.cols, t(x).data.slice());
     if (this.cos.length !== headDim / 2) {
@@ -140,7 +154,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void {
+  private writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void {
     const slots = step.rows.slots;
     const store = kv as CpuKvStorage;
     const width = k.cols; // numKvHeads * headDim

@@ -13,6 +13,9 @@ const MAX_ARGS = 32;
 /** Bytes of argument values one launch may pass (structs passed by value included). */
 const ARG_BYTES = 1024;
 const CU_STREAM_NON_BLOCKING = 1;
+const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+/** CUlaunchConfig (56 bytes) followed by one CUlaunchAttribute (72 bytes). */
+const LAUNCH_CONFIG_BYTES = 56 + 72;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 const CU_MEMHOSTALLOC_PORTABLE = 1;
 
@@ -27,6 +30,11 @@ export class CudaContext {
   private readonly argBlock: unknown;
   private readonly argView: DataView;
   private readonly argBase: bigint;
+  /**
+   * Programmatic dependent launch (compute capability 9.0+): each kernel may start while its
+   * predecessor finishes; kernels wait (griddepcontrol.wait) before reading earlier results.
+   */
+  readonly dependentLaunch: boolean;
 
   constructor(
     readonly driver: Driver,
@@ -39,9 +47,20 @@ export class CudaContext {
     const stream = [null] as unknown[];
     driver.call("cuStreamCreate", [stream, CU_STREAM_NON_BLOCKING]);
     this.stream = stream[0];
-    this.argBlock = koffi.alloc("uint8_t", ARG_BYTES + 8 * MAX_ARGS);
-    this.argView = new DataView(koffi.view(this.argBlock, ARG_BYTES + 8 * MAX_ARGS));
+    const blockBytes = ARG_BYTES + 8 * MAX_ARGS + LAUNCH_CONFIG_BYTES;
+    this.argBlock = koffi.alloc("uint8_t", blockBytes);
+    this.argView = new DataView(koffi.view(this.argBlock, blockBytes));
     this.argBase = koffi.address(this.argBlock);
+    this.dependentLaunch = this.info.computeCapability[0] >= 9 && process.env.TACHYON_PDL !== "0";
+    if (this.dependentLaunch) {
+      // The launch config's fixed parts: the stream, one attribute allowing dependent launch.
+      const c = ARG_BYTES + 8 * MAX_ARGS;
+      this.argView.setBigUint64(c + 32, koffi.address(this.stream), true);
+      this.argView.setBigUint64(c + 40, this.argBase + BigInt(c + 56), true);
+      this.argView.setUint32(c + 48, 1, true);
+      this.argView.setUint32(c + 56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
+      this.argView.setInt32(c + 64, 1, true);
+    }
   }
 
   memInfo(): { free: number; total: number } {
@@ -135,6 +154,14 @@ export class CudaContext {
     if (offset > ARG_BYTES) throw new RangeError(`kernel arguments of ${what} take ${offset} bytes`);
     // Passed as an integer: on x86-64 a pointer and a uint64 travel the same way.
     const params = this.argBase + BigInt(ARG_BYTES);
+    if (this.dependentLaunch) {
+      const c = ARG_BYTES + 8 * MAX_ARGS;
+      [grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes].forEach((d, i) =>
+        v.setUint32(c + 4 * i, d, true),
+      );
+      this.driver.call("cuLaunchKernelEx", [this.argBase + BigInt(c), fn, params, 0], `launching ${what}`);
+      return;
+    }
     this.driver.call(
       "cuLaunchKernel",
       [fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, this.stream, params, 0],

@@ -300,28 +300,34 @@ export class CudaBackend implements Backend {
     return group >= 1024 ? 1024 : Math.max(32, Math.ceil(group / 32) * 32);
   }
 
-  rope(x: Tensor, _rope: RopeConfig, headDim: number, step: Step): Tensor {
-    const out = this.tensor(x.rows, x.cols);
-    this.launch("rope", [x.rows, x.cols / headDim, 1], headDim / 2, [
-      { ptr: (x as CudaTensor).ptr },
-      { ptr: out.ptr },
-      { ptr: (step as CudaStep).positions },
-      { ptr: this.invFreq },
-      { i32: x.cols },
-    ]);
-    return out;
-  }
-
-  writeKv(kv: KvStorage, layer: number, k: Tensor, v: Tensor, step: Step): void {
+  ropeAndStore(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    kv: KvStorage,
+    layer: number,
+    _rope: RopeConfig,
+    step: Step,
+  ): Tensor {
     const store = kv as CudaKvStorage;
-    this.launch("kv_write", [k.rows, 1, 1], 256, [
+    const s = step as CudaStep;
+    const { headDim, numKvHeads } = store.spec;
+    const numHeads = q.cols / headDim;
+    const out = this.tensor(q.rows, q.cols);
+    this.launch("rope_store", [q.rows, numHeads + numKvHeads, 1], headDim / 2, [
+      { ptr: (q as CudaTensor).ptr },
       { ptr: (k as CudaTensor).ptr },
       { ptr: (v as CudaTensor).ptr },
+      { ptr: out.ptr },
       { ptr: store.keys + layer * store.layerBytes },
       { ptr: store.values + layer * store.layerBytes },
-      { ptr: (step as CudaStep).slots },
-      { i32: k.cols },
+      { ptr: s.positions },
+      { ptr: s.slots },
+      { ptr: this.invFreq },
+      { i32: numHeads },
+      { i32: numKvHeads },
     ]);
+    return out;
   }
 
   attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
