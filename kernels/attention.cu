@@ -1,8 +1,12 @@
 // Attention of each query row over its sequence's paged KV cache (flash-decoding). The keys of
-// a row are split into `splits` contiguous ranges, one block each; a block's warps walk their
-// range keeping an online softmax (running max, sum, weighted values). attention_combine merges
-// the ranges. Grid sizes depend only on rows, heads and splits, never on the context length,
-// so a captured graph replays at any length. HEAD_DIM is a compile-time constant.
+// a row are split into `splits` contiguous ranges, one block per (row, kv head, range); the
+// block serves all GROUP query heads that share the kv head, so each key and value is read once
+// per group. attention_combine merges the ranges. Grid sizes depend only on rows, heads and
+// splits, never on the context length, so a captured graph replays at any length.
+//
+// A warp takes 32 positions at a time: for q·k each lane owns one position (its key row read
+// with independent 16-byte loads), then the softmax weights are broadcast and, for p·v, lanes own
+// head dimensions (each value row read coalesced). HEAD_DIM and GROUP are compile-time constants.
 
 #define PER_LANE ((HEAD_DIM + 31) / 32)
 #define WARPS 4
@@ -11,12 +15,12 @@
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
     const float* __restrict__ q, const float* __restrict__ kcache, const float* __restrict__ vcache,
     const int* __restrict__ positions, const int* __restrict__ block_tables, float* __restrict__ part_max,
-    float* __restrict__ part_sum, float* __restrict__ part_acc, int num_heads, int num_kv_heads,
-    int max_blocks, int block_size, int window, int splits, float scale) {
+    float* __restrict__ part_sum, float* __restrict__ part_acc, int num_kv_heads, int max_blocks,
+    int block_size, int window, int splits, float scale) {
   pdl_start();
-  const int row = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
+  const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int kv_head = head / (num_heads / num_kv_heads);
+  const int num_heads = num_kv_heads * GROUP;
   const int pos = positions[row];
   const int first = window > 0 ? max(0, pos - window + 1) : 0;
   const int n = pos - first + 1;
@@ -25,68 +29,104 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
   const int end = min(pos + 1, begin + per_split);
   const int* table = block_tables + (size_t)row * max_blocks;
 
-  float qv[PER_LANE];
-#pragma unroll
-  for (int i = 0; i < PER_LANE; i++) {
-    const int d = lane + 32 * i;
-    qv[i] = d < HEAD_DIM ? q[((size_t)row * num_heads + head) * HEAD_DIM + d] * scale : 0.0f;
-  }
-  float m = -INFINITY, l = 0.0f, acc[PER_LANE];
-#pragma unroll
-  for (int i = 0; i < PER_LANE; i++) acc[i] = 0.0f;
-
-  for (int j = begin + warp; j < end; j += WARPS) {
-    const int slot = table[j / block_size] * block_size + j % block_size;
-    const size_t off = ((size_t)slot * num_kv_heads + kv_head) * HEAD_DIM;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < PER_LANE; i++) {
-      const int d = lane + 32 * i;
-      if (d < HEAD_DIM) s += qv[i] * kcache[off + d];
-    }
-    s = warp_sum(s);
-    const float m_new = fmaxf(m, s);
-    const float correction = expf(m - m_new);
-    const float p = expf(s - m_new);
-    l = l * correction + p;
-#pragma unroll
-    for (int i = 0; i < PER_LANE; i++) {
-      const int d = lane + 32 * i;
-      acc[i] = acc[i] * correction + (d < HEAD_DIM ? p * vcache[off + d] : 0.0f);
-    }
-    m = m_new;
-  }
-
-  // Merge the block's warps.
-  __shared__ float sm[WARPS], sl[WARPS], sacc[WARPS][PER_LANE * 32];
-  if (lane == 0) {
-    sm[warp] = m;
-    sl[warp] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < PER_LANE; i++) sacc[warp][lane + 32 * i] = acc[i];
+  // The group's queries, pre-scaled, in shared memory: every lane reads all of them.
+  __shared__ float sq[GROUP][HEAD_DIM];
+  for (int i = threadIdx.x; i < GROUP * HEAD_DIM; i += blockDim.x)
+    sq[i / HEAD_DIM][i % HEAD_DIM] = q[((size_t)row * num_heads + kv_head * GROUP) * HEAD_DIM + i] * scale;
   __syncthreads();
-  if (warp != 0) return;
-  float mm = -INFINITY;
-  for (int w = 0; w < WARPS; w++) mm = fmaxf(mm, sm[w]);
-  float ll = 0.0f, out[PER_LANE];
+
+  float m[GROUP], l[GROUP], acc[GROUP][PER_LANE];
 #pragma unroll
-  for (int i = 0; i < PER_LANE; i++) out[i] = 0.0f;
-  for (int w = 0; w < WARPS; w++) {
-    const float f = sm[w] == -INFINITY ? 0.0f : expf(sm[w] - mm);
-    ll += sl[w] * f;
+  for (int g = 0; g < GROUP; g++) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < PER_LANE; i++) out[i] += sacc[w][lane + 32 * i] * f;
+    for (int i = 0; i < PER_LANE; i++) acc[g][i] = 0.0f;
   }
-  const size_t p = ((size_t)row * num_heads + head) * splits + split;
-  if (lane == 0) {
-    part_max[p] = mm;
-    part_sum[p] = ll;
-  }
+
+  for (int tile = begin + warp * 32; tile < end; tile += WARPS * 32) {
+    const int j = tile + lane;
+    const bool valid = j < end;
+    const int slot = valid ? table[j / block_size] * block_size + j % block_size : 0;
+    // q·k for this lane's position and every head of the group.
+    float s[GROUP];
 #pragma unroll
-  for (int i = 0; i < PER_LANE; i++) {
-    const int d = lane + 32 * i;
-    if (d < HEAD_DIM) part_acc[p * HEAD_DIM + d] = out[i];
+    for (int g = 0; g < GROUP; g++) s[g] = 0.0f;
+    if (valid) {
+      const float4* kr = reinterpret_cast<const float4*>(kcache + ((size_t)slot * num_kv_heads + kv_head) * HEAD_DIM);
+#pragma unroll
+      for (int d4 = 0; d4 < HEAD_DIM / 4; d4++) {
+        const float4 k4 = kr[d4];
+#pragma unroll
+        for (int g = 0; g < GROUP; g++)
+          s[g] += sq[g][4 * d4] * k4.x + sq[g][4 * d4 + 1] * k4.y + sq[g][4 * d4 + 2] * k4.z + sq[g][4 * d4 + 3] * k4.w;
+      }
+    }
+    // Online softmax over the tile, per head.
+    float p[GROUP];
+#pragma unroll
+    for (int g = 0; g < GROUP; g++) {
+      const float tile_max = warp_max(valid ? s[g] : -INFINITY);
+      const float m_new = fmaxf(m[g], tile_max);
+      const float correction = expf(m[g] - m_new);
+      p[g] = valid ? expf(s[g] - m_new) : 0.0f;
+      l[g] = l[g] * correction + warp_sum(p[g]);
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++) acc[g][i] *= correction;
+      m[g] = m_new;
+    }
+    // p·v: lanes own dimensions; position t's weight is broadcast from lane t.
+    const int count = min(32, end - tile);
+    for (int t = 0; t < count; t++) {
+      const int vslot = __shfl_sync(0xffffffffu, slot, t);
+      const float* vr = vcache + ((size_t)vslot * num_kv_heads + kv_head) * HEAD_DIM;
+      float v[PER_LANE];
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++) v[i] = lane + 32 * i < HEAD_DIM ? vr[lane + 32 * i] : 0.0f;
+#pragma unroll
+      for (int g = 0; g < GROUP; g++) {
+        const float w = __shfl_sync(0xffffffffu, p[g], t);
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) acc[g][i] += w * v[i];
+      }
+    }
+  }
+
+  // Merge the block's warps, one head at a time.
+  __shared__ float sm[WARPS], sl[WARPS], sacc[WARPS][PER_LANE * 32];
+#pragma unroll
+  for (int g = 0; g < GROUP; g++) {
+    __syncthreads();
+    if (lane == 0) {
+      sm[warp] = m[g];
+      sl[warp] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < PER_LANE; i++) sacc[warp][lane + 32 * i] = acc[g][i];
+    __syncthreads();
+    if (warp == 0) {
+      float mm = -INFINITY;
+      for (int w = 0; w < WARPS; w++) mm = fmaxf(mm, sm[w]);
+      float ll = 0.0f, out[PER_LANE];
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++) out[i] = 0.0f;
+      for (int w = 0; w < WARPS; w++) {
+        const float f = sm[w] == -INFINITY ? 0.0f : expf(sm[w] - mm);
+        ll += sl[w] * f;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) out[i] += sacc[w][lane + 32 * i] * f;
+      }
+      const size_t p = ((size_t)row * num_heads + kv_head * GROUP + g) * splits + split;
+      if (lane == 0) {
+        part_max[p] = mm;
+        part_sum[p] = ll;
+      }
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++) {
+        const int d = lane + 32 * i;
+        if (d < HEAD_DIM) part_acc[p * HEAD_DIM + d] = out[i];
+      }
+    }
   }
 }
 

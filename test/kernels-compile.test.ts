@@ -22,10 +22,10 @@ test(
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "tachyon-nvcc-"));
     const jobs: { name: string; args: string[] }[] = [];
     for (const name of kernelSources) {
-      for (const [arch, headDim] of [
-        ["sm_90a", 128],
-        ["sm_90a", 64],
-        ["sm_80", 16],
+      for (const [arch, headDim, group] of [
+        ["sm_90a", 128, 4],
+        ["sm_90a", 64, 1],
+        ["sm_80", 16, 2],
       ] as const) {
         jobs.push({
           name: `${name} ${arch} HEAD_DIM=${headDim}`,
@@ -34,6 +34,7 @@ test(
             `-arch=${arch}`,
             "-std=c++17",
             `-DHEAD_DIM=${headDim}`,
+            `-DGROUP=${group}`,
             "-include",
             path.join(kernelDir, "common.cuh"),
             "-x",

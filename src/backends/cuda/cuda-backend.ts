@@ -112,7 +112,10 @@ export class CudaBackend implements Backend {
     const { driver, reason } = Driver.tryLoad();
     if (!driver) throw new CudaError(`--device cuda: ${reason}`);
     const ctx = new CudaContext(driver, 0);
-    const kernels = new Kernels(ctx, Nvrtc.load(), { HEAD_DIM: cfg.headDim });
+    const kernels = new Kernels(ctx, Nvrtc.load(), {
+      HEAD_DIM: cfg.headDim,
+      GROUP: cfg.numHeads / cfg.numKvHeads,
+    });
     return new CudaBackend(ctx, kernels, cfg, activationBytes(cfg, options.maxRows));
   }
 
@@ -340,7 +343,7 @@ export class CudaBackend implements Backend {
     const partMax = this.arena.alloc(parts * 4);
     const partSum = this.arena.alloc(parts * 4);
     const partAcc = this.arena.alloc(parts * p.headDim * 4);
-    this.launch("attention_partial", [M, p.numHeads, splits], 128, [
+    this.launch("attention_partial", [M, p.numKvHeads, splits], 128, [
       { ptr: (q as CudaTensor).ptr },
       { ptr: store.keys + layer * store.layerBytes },
       { ptr: store.values + layer * store.layerBytes },
@@ -349,7 +352,6 @@ export class CudaBackend implements Backend {
       { ptr: partMax },
       { ptr: partSum },
       { ptr: partAcc },
-      { i32: p.numHeads },
       { i32: p.numKvHeads },
       { i32: s.maxBlocks },
       { i32: store.spec.blockSize },
