@@ -4,12 +4,14 @@
 // per group. attention_combine merges the ranges. Grid sizes depend only on rows, heads and
 // splits, never on the context length, so a captured graph replays at any length.
 //
-// A warp takes 32 positions at a time: for q·k each lane owns one position (its key row read
-// with independent 16-byte loads), then the softmax weights are broadcast and, for p·v, lanes own
-// head dimensions (each value row read coalesced). HEAD_DIM and GROUP are compile-time constants.
+// The block's range is cut into one contiguous part per warp; a warp takes 32 positions at a time:
+// for q·k each lane owns one position (its key row read with independent 16-byte loads), then the
+// softmax weights are broadcast and, for p·v, lanes own head dimensions (value rows read
+// coalesced, VALUE_BATCH rows in flight). HEAD_DIM and GROUP are compile-time constants.
 
 #define PER_LANE ((HEAD_DIM + 31) / 32)
 #define WARPS 4
+#define VALUE_BATCH 8
 
 // Partial results: max[rows, heads, splits], sum[...], acc[rows, heads, splits, HEAD_DIM].
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
@@ -44,9 +46,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
     for (int i = 0; i < PER_LANE; i++) acc[g][i] = 0.0f;
   }
 
-  for (int tile = begin + warp * 32; tile < end; tile += WARPS * 32) {
+  const int per_warp = (end - begin + WARPS - 1) / WARPS;
+  const int warp_begin = begin + warp * per_warp;
+  const int warp_end = min(end, warp_begin + per_warp);
+  for (int tile = warp_begin; tile < warp_end; tile += 32) {
     const int j = tile + lane;
-    const bool valid = j < end;
+    const bool valid = j < warp_end;
     const int slot = valid ? table[j / block_size] * block_size + j % block_size : 0;
     // q·k for this lane's position and every head of the group.
     float s[GROUP];
@@ -76,18 +81,25 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
       m[g] = m_new;
     }
     // p·v: lanes own dimensions; position t's weight is broadcast from lane t.
-    const int count = min(32, end - tile);
-    for (int t = 0; t < count; t++) {
-      const int vslot = __shfl_sync(0xffffffffu, slot, t);
-      const float* vr = vcache + ((size_t)vslot * num_kv_heads + kv_head) * HEAD_DIM;
-      float v[PER_LANE];
+    const int count = min(32, warp_end - tile);
+    for (int t0 = 0; t0 < count; t0 += VALUE_BATCH) {
+      float v[VALUE_BATCH][PER_LANE];
 #pragma unroll
-      for (int i = 0; i < PER_LANE; i++) v[i] = lane + 32 * i < HEAD_DIM ? vr[lane + 32 * i] : 0.0f;
+      for (int u = 0; u < VALUE_BATCH; u++) {
+        const int vslot = __shfl_sync(0xffffffffu, slot, (t0 + u) & 31);
+        const float* vr = vcache + ((size_t)vslot * num_kv_heads + kv_head) * HEAD_DIM;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++)
+          v[u][i] = t0 + u < count && lane + 32 * i < HEAD_DIM ? vr[lane + 32 * i] : 0.0f;
+      }
 #pragma unroll
       for (int g = 0; g < GROUP; g++) {
-        const float w = __shfl_sync(0xffffffffu, p[g], t);
 #pragma unroll
-        for (int i = 0; i < PER_LANE; i++) acc[g][i] += w * v[i];
+        for (int u = 0; u < VALUE_BATCH; u++) {
+          const float w = __shfl_sync(0xffffffffu, p[g], (t0 + u) & 31);
+#pragma unroll
+          for (int i = 0; i < PER_LANE; i++) acc[g][i] += w * v[u][i];
+        }
       }
     }
   }
