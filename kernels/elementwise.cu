@@ -101,3 +101,28 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
     if (threadIdx.x == 0) out[blockIdx.x] = idx;
   }
 }
+
+// float32 → bf16 (round to nearest even), for tensor-core matrix products.
+extern "C" __global__ void to_bf16(const float* __restrict__ x, bf16_t* __restrict__ y, int n) {
+  pdl_start();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const u32 bits = __float_as_uint(x[i]);
+    y[i] = (bf16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  }
+}
+
+// y[m, n] += bias[n] (bf16); one thread per element.
+extern "C" __global__ void add_bias(float* __restrict__ y, const bf16_t* __restrict__ bias, int cols, int n) {
+  pdl_start();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += bf16_to_f32(bias[i % cols]);
+}
+
+// y = silu(g) * u, elementwise (prefill's MLP, after two matrix products).
+extern "C" __global__ void silu_mul(const float* __restrict__ g, const float* __restrict__ u,
+                                    float* __restrict__ y, int n) {
+  pdl_start();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

@@ -112,6 +112,19 @@ test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 and 37 ro
   }
 });
 
+test("tensor-core path (cuBLASLt, bf16 activations) for prompt-sized steps: 64 and 300 rows", () => {
+  for (const M of [64, 300]) {
+    fresh();
+    const [wc, wg] = weight([704, 256], 0.06);
+    const [uc, ug] = weight([704, 256], 0.06);
+    const [bc, bg] = weight([704]);
+    const [xc, xg] = activation(M, 256);
+    // x is rounded to bf16 on this path: errors of bf16 size are expected.
+    compare(`linear+bias M=${M}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), 1e-2);
+    compare(`gateUp M=${M}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), 1e-2);
+  }
+});
+
 test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
   fresh();
   const [xc, xg] = activation(5, 256);
@@ -213,6 +226,11 @@ for (const name of fs.readdirSync(path.join(fixturesDir, "models")).sort()) {
       assert.ok(errCpu < (exact ? 1e-4 : 2e-2), `vs cpu ${errCpu}`);
     });
     file.close();
+    // A prompt long enough for the tensor-core prefill path.
+    const long = Array.from({ length: 150 }, (_, i) => ref.prompts[2].ids[i % ref.prompts[2].ids.length]);
+    const errLong = relErr(g.logits(long), c.logits(long));
+    console.log(`# ${name} 150-token prompt (tensor cores): rel. error vs CPU ${errLong.toExponential(2)}`);
+    assert.ok(errLong < 3e-2, `long prompt vs cpu ${errLong}`);
     if (exact) {
       for (let i = 0; i < ref.prompts.length; i++) {
         const r = await g.complete(ref.prompts[i].ids, { temperature: 0, maxTokens: 32, ignoreEos: true });

@@ -19,6 +19,7 @@ import type { ModelConfig } from "../../model/config.js";
 import type { RopeConfig } from "../../model/rope.js";
 import { CudaContext, gib, type KernelArg } from "./context.js";
 import { CudaError, Driver, type DevicePtr } from "./driver.js";
+import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
 
@@ -79,6 +80,13 @@ class Arena {
   }
 }
 
+/**
+ * Steps with at least this many rows (prompt chunks) use tensor-core matrix products on bf16
+ * activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
+ * keep activations in float32.
+ */
+const tensorCoreMinRows = 64;
+
 export interface CudaBackendOptions {
   /** Most rows one step may have (prefill chunk size). */
   maxRows: number;
@@ -96,6 +104,7 @@ export class CudaBackend implements Backend {
     private readonly kernels: Kernels,
     private readonly cfg: ModelConfig,
     arenaBytes: number,
+    private readonly lt: CublasLt | null,
   ) {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
     this.invFreq = ctx.alloc(cfg.rope.invFreq.byteLength, "rope frequencies");
@@ -116,7 +125,13 @@ export class CudaBackend implements Backend {
       HEAD_DIM: cfg.headDim,
       GROUP: cfg.numHeads / cfg.numKvHeads,
     });
-    return new CudaBackend(ctx, kernels, cfg, activationBytes(cfg, options.maxRows));
+    return new CudaBackend(
+      ctx,
+      kernels,
+      cfg,
+      activationBytes(cfg, options.maxRows),
+      CublasLt.tryLoad(ctx).lt,
+    );
   }
 
   get deviceName(): string {
@@ -231,6 +246,11 @@ export class CudaBackend implements Backend {
   linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
+    if (this.lt && x.rows >= tensorCoreMinRows) {
+      const xb = this.bf16Copy(x);
+      ws.forEach((w, i) => this.tensorCoreLinear(outs[i], xb, w, biases[i]));
+      return outs;
+    }
     const K = x.cols;
     const totalRows = ws.reduce((n, w) => n + w.rows, 0);
     // Rows in chunks of up to 16: each chunk reads the weights once.
@@ -256,6 +276,21 @@ export class CudaBackend implements Backend {
     const out = this.tensor(x.rows, gate.rows);
     const K = x.cols;
     const N = gate.rows;
+    if (this.lt && x.rows >= tensorCoreMinRows) {
+      const xb = this.bf16Copy(x);
+      const g = this.tensor(x.rows, N);
+      const u = this.tensor(x.rows, N);
+      this.tensorCoreLinear(g, xb, gate, gateBias);
+      this.tensorCoreLinear(u, xb, up, upBias);
+      const n = x.rows * N;
+      this.launch("silu_mul", [Math.ceil(n / 256), 1, 1], 256, [
+        { ptr: g.ptr },
+        { ptr: u.ptr },
+        { ptr: out.ptr },
+        { i32: n },
+      ]);
+      return out;
+    }
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
       this.launch(`gate_up_bf16_m${m}`, [Math.ceil(N / 8), 1, 1], 256, [
@@ -270,6 +305,31 @@ export class CudaBackend implements Backend {
       ]);
     }
     return out;
+  }
+
+  /** x as bf16 (for tensor-core products): returns the device address of the copy. */
+  private bf16Copy(x: Tensor): DevicePtr {
+    const n = x.rows * x.cols;
+    const ptr = this.arena.alloc(n * 2);
+    this.launch("to_bf16", [Math.ceil(n / 256), 1, 1], 256, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr },
+      { i32: n },
+    ]);
+    return ptr;
+  }
+
+  private tensorCoreLinear(out: CudaTensor, xb: DevicePtr, w: Tensor, bias?: Tensor): void {
+    this.lt!.matmul(out.ptr, xb, (w as CudaTensor).ptr, out.rows, w.rows, w.cols);
+    if (bias) {
+      const n = out.rows * out.cols;
+      this.launch("add_bias", [Math.ceil(n / 256), 1, 1], 256, [
+        { ptr: out.ptr },
+        { ptr: (bias as CudaTensor).ptr },
+        { i32: out.cols },
+        { i32: n },
+      ]);
+    }
   }
 
   add(a: Tensor, b: Tensor): Tensor {
@@ -459,7 +519,8 @@ export function activationBytes(cfg: ModelConfig, rows: number): number {
   const qW = cfg.numHeads * cfg.headDim;
   const kvW = cfg.numKvHeads * cfg.headDim;
   const I = cfg.intermediateSize;
-  const perLayer = 6 * H + 3 * qW + 4 * kvW + 3 * I + (cfg.qkNorm ? qW + kvW : 0);
+  // bf16 copies of the norms' outputs (2 per layer) and gate and up kept apart for tensor cores.
+  const perLayer = 7 * H + 3 * qW + 4 * kvW + 3 * I + (cfg.qkNorm ? qW + kvW : 0);
   const attentionParts = cfg.numHeads * 16 * (cfg.headDim + 2);
   const layers = cfg.numLayers + cfg.numMtpModules;
   const floatsPerRow = layers * (perLayer + attentionParts + 16) + 4 * H + 2 * cfg.vocabSize;
