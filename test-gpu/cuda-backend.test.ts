@@ -239,3 +239,11 @@ for (const name of fs.readdirSync(path.join(fixturesDir, "models")).sort()) {
     }
   });
 }
+
+test("a model that does not fit is refused before loading, with the sizes and what to do", async () => {
+  const dir = path.join(fixturesDir, "models", "qwen3");
+  await assert.rejects(
+    loadModel(dir, { device: "cuda", gpuMemoryFraction: 1e-6 }),
+    /does not fit on .*needs .* GiB \(weights .*KV cache for 256 tokens.*lower --max-context/,
+  );
+});

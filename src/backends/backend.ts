@@ -73,6 +73,11 @@ export interface Backend {
   /** A weight of normal random values (bf16-rounded), made where the weights live. */
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;
+  /**
+   * Optional: throws a clear error, before any weight is loaded, when a model of `parameters`
+   * weights with a KV cache of `contextTokens` does not fit in `fraction` of the device's memory.
+   */
+  checkCapacity?(parameters: number, contextTokens: number, fraction: number): void;
   /** Frees every activation of the previous step: called by the executor before each step. */
   resetActivations(): void;
   /** Makes a step's row metadata available to the operations below. */

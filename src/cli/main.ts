@@ -32,6 +32,7 @@ Run options:
   --json                   print one JSON document (text, tokens, logprobs, statistics) instead of text
   --device auto|cpu|cuda   where to run (default auto)
   --max-context N          KV cache reserved for prompt + completion (default: model's, up to 4096)
+  --gpu-memory-fraction F  share of the GPU's memory tachyon may use (default 0.9)
 `;
 
 async function main(argv: string[]): Promise<number> {

@@ -10,6 +10,7 @@ export const modelFlags = {
   model: { type: "string" },
   device: { type: "string", default: "auto" },
   "max-context": { type: "string" },
+  "gpu-memory-fraction": { type: "string" },
 } as const;
 
 export const samplingFlags = {
@@ -34,6 +35,14 @@ function number(flag: string, v: string | undefined): number | undefined {
   return n;
 }
 
+function fraction(v: string | undefined): number | undefined {
+  const f = number("gpu-memory-fraction", v);
+  if (f !== undefined && !(f > 0 && f <= 1)) {
+    throw new TachyonError(`--gpu-memory-fraction must be in (0, 1], got ${v}`, "argument");
+  }
+  return f;
+}
+
 export function modelDir(values: { model?: string }): string {
   const dir = values.model ?? defaultModelDir;
   if (!fs.existsSync(dir)) {
@@ -47,7 +56,11 @@ export function modelDir(values: { model?: string }): string {
   return dir;
 }
 
-export function loadOptions(values: { device?: string; "max-context"?: string }): LoadOptions {
+export function loadOptions(values: {
+  device?: string;
+  "max-context"?: string;
+  "gpu-memory-fraction"?: string;
+}): LoadOptions {
   const device = values.device ?? "auto";
   if (!["auto", "cpu", "cuda"].includes(device)) {
     throw new TachyonError(`--device must be auto, cpu or cuda, got "${device}"`, "argument");
@@ -56,6 +69,7 @@ export function loadOptions(values: { device?: string; "max-context"?: string })
   return {
     device: device as Device,
     maxContext: number("max-context", values["max-context"]),
+    gpuMemoryFraction: fraction(values["gpu-memory-fraction"]),
     onProgress: (p) => {
       bar.update(p.loadedBytes, p.totalBytes, p.tensor);
       if (p.loadedBytes >= p.totalBytes) bar.done();

@@ -22,6 +22,8 @@ export interface LoadOptions {
   device?: Device;
   /** Longest prompt + completion to reserve KV cache for (default: the model's, up to 4096). */
   maxContext?: number;
+  /** Share of the GPU's memory tachyon may use (default 0.9). */
+  gpuMemoryFraction?: number;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -52,8 +54,10 @@ export class LoadedModel {
     const ckpt = Checkpoint.open(dir);
     try {
       const info = describe(config, ckpt, dir);
-      const weights = loadWeights(backend, config, ckpt, dir, options.onProgress);
       const contextLength = Math.min(config.maxPositions, options.maxContext ?? 4096);
+      // Fail before loading anything when the model cannot fit: weights, KV cache, activations.
+      backend.checkCapacity?.(info.parameters, contextLength, options.gpuMemoryFraction ?? 0.9);
+      const weights = loadWeights(backend, config, ckpt, dir, options.onProgress);
       const executor = new ModelExecutor(backend, config, weights, {
         maxTokens: contextLength,
         contextLength,

@@ -134,6 +134,22 @@ export class CudaBackend implements Backend {
     );
   }
 
+  checkCapacity(parameters: number, contextTokens: number, fraction: number): void {
+    const c = this.cfg;
+    const weights = parameters * 2;
+    const kv = 2 * (c.numLayers + c.numMtpModules) * contextTokens * c.numKvHeads * c.headDim * 4;
+    const { free, total } = this.ctx.memInfo();
+    const allowed = Math.min(free, fraction * total - this.ctx.allocatedBytes);
+    if (weights + kv > allowed) {
+      throw new CudaError(
+        `the model does not fit on ${this.deviceName}: it needs ${gib(weights + kv)} ` +
+          `(weights ${gib(weights)}, KV cache for ${contextTokens} tokens ${gib(kv)}) after ` +
+          `${gib(this.ctx.allocatedBytes)} of activation buffers, and ${gib(Math.max(0, allowed))} is available ` +
+          `(${gib(free)} free, --gpu-memory-fraction ${fraction}); lower --max-context, use a smaller model, or --device cpu`,
+      );
+    }
+  }
+
   get deviceName(): string {
     return this.ctx.info.name;
   }
