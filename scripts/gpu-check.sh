@@ -7,6 +7,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 node --test --test-reporter=spec dist/test-gpu/ 2>&1 | tee "$out/gpu-test.log" | grep -E "^(✔|✖|ℹ (pass|fail))|^# .*prompt 0"
 node dist/src/cli/main.js run --device cuda --temperature 0 --max-tokens 48 2>&1 | tail -1
+node dist/src/cli/main.js run --device cuda --temperature 0.8 --top-p 0.95 --seed 1 --max-tokens 256 2>&1 | tail -1
 node dist/src/cli/main.js eval --device cuda --file test/fixtures/embedded/heldout-sample.txt --window 2048 --mtp-prompts 4 2>&1 | head -1
 for shape in ${SHAPES:-llama-3.2-1b llama-3-8b}; do
   node dist/src/cli/main.js bench --shape "$shape" --device cuda --out "$out/bench-$shape.json" ${BENCH_FLAGS:-} 2>&1 | grep "tok/s"

@@ -247,3 +247,124 @@ test("a model that does not fit is refused before loading, with the sizes and wh
     /does not fit on .*needs .* GiB \(weights .*KV cache for 256 tokens.*lower --max-context/,
   );
 });
+
+/** The tokens the host's rules allow: temperature → top-k → top-p → min-p, ties by lowest id. */
+function allowed(logits: Float32Array, t: number, topK: number, topP: number, minP: number): Set<number> {
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const kept = topK > 0 ? order.slice(0, topK) : order;
+  const max = logits[order[0]];
+  const w = kept.map((i) => Math.exp((logits[i] - max) / t));
+  const total = w.reduce((a, b) => a + b, 0);
+  const out = new Set<number>();
+  let cum = 0;
+  for (let j = 0; j < kept.length; j++) {
+    if (topP < 1 && cum >= topP * total) break;
+    cum += w[j];
+    if (w[j] >= minP) out.add(kept[j]);
+  }
+  return out;
+}
+
+test("device sampling never picks a filtered token and reaches the likely ones", () => {
+  const V = 5000;
+  const rowsPerCase = 256;
+  const cases = [
+    { t: 1.0, k: 0, p: 1, m: 0 },
+    { t: 0.7, k: 50, p: 1, m: 0 },
+    { t: 1.3, k: 0, p: 0.5, m: 0 },
+    { t: 1.0, k: 0, p: 1, m: 0.05 },
+    { t: 0.8, k: 40, p: 0.9, m: 0.02 },
+  ];
+  for (const c of cases) {
+    fresh();
+    const one = randn(V, 3);
+    const data = new Float32Array(V * rowsPerCase);
+    for (let r = 0; r < rowsPerCase; r++) data.set(one, r * V);
+    const logits = uploadRows(data, rowsPerCase, V);
+    const params = {
+      temperature: c.t,
+      topK: c.k,
+      topP: c.p,
+      minP: c.m,
+      repetitionPenalty: 1,
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+    };
+    const draws = Array.from({ length: rowsPerCase }, () => ({
+      params,
+      tokens: new Int32Array(0),
+      outputCounts: new Int32Array(0),
+      random: rng.nextU32(),
+    }));
+    const ids = gpu.sampleRows(logits, draws);
+    const ok = allowed(one, c.t, c.k, c.p, c.m);
+    for (const id of ids) assert.ok(ok.has(id), `case ${JSON.stringify(c)}: token ${id} is filtered out`);
+    assert.ok(new Set(ids).size > 1, "draws vary with the random word");
+  }
+});
+
+test("device sampling follows the distribution (chi-square) and greedy with penalties", () => {
+  fresh();
+  const V = 8;
+  const base = Float32Array.of(2.0, 1.5, 1.2, 0.3, 0.0, -0.5, -1.0, 2.2);
+  const N = 20000;
+  const data = new Float32Array(V * N);
+  for (let r = 0; r < N; r++) data.set(base, r * V);
+  const logits = uploadRows(data, N, V);
+  const params = {
+    temperature: 0.7,
+    topK: 0,
+    topP: 0.9,
+    minP: 0,
+    repetitionPenalty: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+  };
+  const none = new Int32Array(0);
+  const ids = gpu.sampleRows(
+    logits,
+    Array.from({ length: N }, () => ({ params, tokens: none, outputCounts: none, random: rng.nextU32() })),
+  );
+  // Expected: temperature 0.7, then the smallest top set reaching 90% of the mass.
+  const ok = allowed(base, 0.7, 0, 0.9, 0);
+  const w = Array.from(base, (x, i) => (ok.has(i) ? Math.exp(x / 0.7) : 0));
+  const total = w.reduce((a, b) => a + b, 0);
+  const counts = new Array<number>(V).fill(0);
+  for (const id of ids) counts[id]++;
+  let chi = 0;
+  for (let i = 0; i < V; i++) {
+    if (w[i] === 0) {
+      assert.equal(counts[i], 0, `token ${i} is outside the nucleus`);
+      continue;
+    }
+    const e = (N * w[i]) / total;
+    chi += (counts[i] - e) ** 2 / e;
+  }
+  // ≤ 7 degrees of freedom; 35 is far beyond the 1e-5 tail.
+  assert.ok(chi < 35, `chi-square ${chi.toFixed(1)} (counts ${counts})`);
+
+  fresh();
+  const single = uploadRows(base, 1, V);
+  const greedy = {
+    ...params,
+    temperature: 0,
+    repetitionPenalty: 2,
+    presencePenalty: 0.5,
+    frequencyPenalty: 0.2,
+  };
+  // Token 7 (the largest) was seen twice in the output, token 0 once: penalised, 1.5 wins.
+  const [id] = gpu.sampleRows(single, [
+    { params: greedy, tokens: Int32Array.of(7, 0), outputCounts: Int32Array.of(2, 1), random: 0 },
+  ]);
+  assert.equal(id, 1);
+});
+
+test("a seed reproduces sampled text on the GPU", async () => {
+  const g = await loadModel(path.join(fixturesDir, "models", "qwen3"), { device: "cuda" });
+  const opts = { maxTokens: 24, temperature: 0.9, topP: 0.95, ignoreEos: true };
+  const a = await g.complete("def f(x):", { ...opts, seed: 11 });
+  const b = await g.complete("def f(x):", { ...opts, seed: 11 });
+  const c = await g.complete("def f(x):", { ...opts, seed: 12 });
+  assert.deepEqual(a.tokens, b.tokens);
+  assert.notDeepEqual(a.tokens, c.tokens);
+});

@@ -6,6 +6,7 @@
  */
 import type { DType } from "../model/dtype.js";
 import type { RopeConfig } from "../model/rope.js";
+import type { SamplingParams } from "../engine/sampling.js";
 
 /** A backend-owned 2-D tensor [rows, cols]; the storage behind it is the backend's business. */
 export interface Tensor {
@@ -51,6 +52,16 @@ export interface StepRows {
  */
 export interface Step {
   readonly rows: StepRows;
+}
+
+/** One row's sampling settings and history for Backend.sampleRows. */
+export interface DeviceDraw {
+  params: SamplingParams;
+  /** Tokens seen so far (prompt ∪ output) and their counts in the output. */
+  tokens: Int32Array;
+  outputCounts: Int32Array;
+  /** Random 32-bit word for this draw. */
+  random: number;
 }
 
 /** A captured step: replaying it reproduces `output` for new rows. */
@@ -119,6 +130,11 @@ export interface Backend {
   sliceRows(x: Tensor, start: number, count: number): Tensor;
   /** Index of the largest entry of each row (ties → lowest), copied to the host. */
   argmaxRows(x: Tensor): Int32Array;
+  /**
+   * Optional: draws one token per row on the device (penalties, temperature, top-k, top-p,
+   * min-p), so only the ids cross to the host. Same semantics as the host Sampler.
+   */
+  sampleRows?(logits: Tensor, rows: readonly DeviceDraw[]): Int32Array;
   /** Copies a tensor to the host as float32, row-major. */
   read(x: Tensor): Float32Array;
   /**

@@ -3,7 +3,7 @@
  * backend's KV storage and the block pool, and turns "these tokens for these sequences" into the
  * positions, cache slots and block tables the forward pass needs.
  */
-import type { Backend, CapturedGraph, KvStorage, StepRows, Tensor } from "../backends/backend.js";
+import type { Backend, CapturedGraph, DeviceDraw, KvStorage, StepRows, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { mtpHidden, mtpLogits } from "../model/mtp.js";
 import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
@@ -108,6 +108,15 @@ export class ModelExecutor {
   stepGreedy(inputs: readonly StepInput[]): number[] {
     const rows = this.rows(inputs);
     const ids = this.backend.argmaxRows(this.run(rows));
+    for (const inp of inputs) inp.seq.length += inp.tokens.length;
+    return Array.from(ids);
+  }
+
+  /** Like step, but draws each input's next token on the device (Backend.sampleRows). */
+  stepSample(inputs: readonly StepInput[], draws: readonly DeviceDraw[]): number[] {
+    const sample = this.backend.sampleRows;
+    if (!sample) throw new Error(`the ${this.backend.name} backend cannot sample on the device`);
+    const ids = sample.call(this.backend, this.run(this.rows(inputs)), draws);
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
     return Array.from(ids);
   }

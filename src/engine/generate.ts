@@ -108,29 +108,38 @@ export async function* generateTokens(
   let matchedStopString = false;
 
   try {
-    // Plain greedy decoding picks the token on the device: only its id crosses to the host.
-    const greedyOnDevice =
+    // The token is chosen where the logits are: plain greedy by an argmax, anything else by the
+    // backend's sampler when it has one; only with logprobs do the logits come to the host.
+    const plainGreedy =
       params.temperature === 0 &&
-      topN === undefined &&
       params.repetitionPenalty === 1 &&
       params.presencePenalty === 0 &&
       params.frequencyPenalty === 0;
+    const mode =
+      topN !== undefined ? "host" : plainGreedy ? "argmax" : executor.backend.sampleRows ? "device" : "host";
     let logits: Float32Array = new Float32Array(0);
     let deviceToken = 0;
     const advance = (tokens: readonly number[]): void => {
-      if (greedyOnDevice) [deviceToken] = executor.stepGreedy([{ seq, tokens }]);
+      if (mode === "argmax") [deviceToken] = executor.stepGreedy([{ seq, tokens }]);
+      else if (mode === "device")
+        [deviceToken] = executor.stepSample([{ seq, tokens }], [{ params, ...sampler.deviceDraw() }]);
       else [logits] = executor.step([{ seq, tokens }]);
     };
     for (let i = 0; i < promptIds.length; i += prefillChunk) {
-      advance(promptIds.slice(i, i + prefillChunk));
-      if (i + prefillChunk < promptIds.length) await yieldToEventLoop();
+      const chunk = promptIds.slice(i, i + prefillChunk);
+      if (i + prefillChunk >= promptIds.length) {
+        advance(chunk);
+      } else {
+        executor.stepGreedy([{ seq, tokens: chunk }]); // earlier chunks only fill the cache
+        await yieldToEventLoop();
+      }
     }
     while (tokens.length < maxTokens) {
       if (options.signal?.aborted) {
         finishReason = "abort";
         break;
       }
-      const token = greedyOnDevice ? deviceToken : sampler.sample(logits);
+      const token = mode === "host" ? sampler.sample(logits) : deviceToken;
       sampler.accept(token);
       tokens.push(token);
       if (tokens.length === 1) firstTokenAt = performance.now();

@@ -165,6 +165,20 @@ export class Sampler {
     }
   }
 
+  /**
+   * What a device-side sampler needs for the next draw: every token seen (prompt ∪ output) with
+   * its count in the output, for the penalties, and a random 32-bit word from this sampler's
+   * seeded stream (so a seed reproduces device sampling too).
+   */
+  deviceDraw(): { tokens: Int32Array; outputCounts: Int32Array; random: number } {
+    const tokens = Int32Array.from(this.seenIds);
+    const outputCounts = Int32Array.from(this.seenIds, (t) => {
+      const slot = this.outSlot.get(t);
+      return slot === undefined ? 0 : this.outCounts[slot];
+    });
+    return { tokens, outputCounts, random: this.rng.nextU32() };
+  }
+
   /** Draws the next token from `logits` (left unmodified). */
   sample(logits: Float32Array): number {
     const V = this.vocabSize;

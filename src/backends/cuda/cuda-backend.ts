@@ -8,6 +8,7 @@ import type {
   AttentionParams,
   Backend,
   CapturedGraph,
+  DeviceDraw,
   KvCacheSpec,
   KvStorage,
   Step,
@@ -484,6 +485,49 @@ export class CudaBackend implements Backend {
       { i32: x.cols },
     ]);
     const out = new Int32Array(x.rows);
+    this.ctx.download(ids, out);
+    return out;
+  }
+
+  sampleRows(logits: Tensor, rows: readonly DeviceDraw[]): Int32Array {
+    if (logits.cols > 256 * 1024) throw new RangeError("device sampling supports vocabularies up to 262144");
+    // One upload: per row 11 words of SampleParams, then all rows' history tokens and counts.
+    const historyLength = rows.reduce((n, r) => n + r.tokens.length, 0);
+    const words = new ArrayBuffer(4 * (11 * rows.length + 2 * historyLength));
+    const f32 = new Float32Array(words);
+    const i32 = new Int32Array(words);
+    const u32 = new Uint32Array(words);
+    const tokensAt = 11 * rows.length;
+    const countsAt = tokensAt + historyLength;
+    let offset = 0;
+    rows.forEach((r, i) => {
+      const b = 11 * i;
+      f32[b] = r.params.temperature;
+      i32[b + 1] = r.params.topK;
+      f32[b + 2] = r.params.topP;
+      f32[b + 3] = r.params.minP;
+      u32[b + 4] = r.random >>> 0;
+      f32[b + 5] = r.params.repetitionPenalty;
+      f32[b + 6] = r.params.presencePenalty;
+      f32[b + 7] = r.params.frequencyPenalty;
+      i32[b + 8] = offset;
+      i32[b + 9] = r.tokens.length;
+      i32.set(r.tokens, tokensAt + offset);
+      i32.set(r.outputCounts, countsAt + offset);
+      offset += r.tokens.length;
+    });
+    const base = this.arena.alloc(words.byteLength);
+    this.ctx.upload(base, i32);
+    const ids = this.arena.alloc(rows.length * 4);
+    this.launch("sample_rows", [rows.length, 1, 1], 1024, [
+      { ptr: (logits as CudaTensor).ptr },
+      { i32: logits.cols },
+      { ptr: base },
+      { ptr: base + 4 * tokensAt },
+      { ptr: base + 4 * countsAt },
+      { ptr: ids },
+    ]);
+    const out = new Int32Array(rows.length);
     this.ctx.download(ids, out);
     return out;
   }
