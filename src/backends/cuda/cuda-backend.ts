@@ -57,6 +57,8 @@ interface CudaStep extends Step {
 
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
+  /** Arena bytes in use at the end of capture: the replayed kernels write below this. */
+  arenaEnd: number;
 }
 
 /** Bump allocator over one device buffer; reset() frees everything at once. */
@@ -78,6 +80,14 @@ class Arena {
   }
   reset(): void {
     this.offset = 0;
+  }
+  /** Where the next allocation would go. */
+  get used(): number {
+    return this.offset;
+  }
+  /** Skips past memory that a replayed graph uses, so later allocations do not overlap it. */
+  skipTo(used: number): void {
+    this.offset = Math.max(this.offset, used);
   }
 }
 
@@ -537,12 +547,13 @@ export class CudaBackend implements Backend {
     const exec = this.ctx.capture(() => {
       output = body();
     });
-    const graph: CudaGraph = { exec, output: output! };
+    const graph: CudaGraph = { exec, output: output!, arenaEnd: this.arena.used };
     return graph;
   }
 
   replayGraph(graph: CapturedGraph): Tensor {
     this.ctx.replay((graph as CudaGraph).exec);
+    this.arena.skipTo((graph as CudaGraph).arenaEnd);
     return graph.output;
   }
 
