@@ -58,6 +58,34 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(t);
 }
 
+// Block-wide argmax of (value, index) pairs, ties to the lower index; every thread gets it.
+__device__ __forceinline__ void warp_argmax(float& best, int& idx) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > best || (ov == best && oi < idx)) {
+      best = ov;
+      idx = oi;
+    }
+  }
+}
+__device__ __forceinline__ void block_argmax(float& best, int& idx) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_argmax(best, idx);
+  __syncthreads();
+  if (lane == 0) {
+    sv[warp] = best;
+    si[warp] = idx;
+  }
+  __syncthreads();
+  best = lane < (blockDim.x >> 5) ? sv[lane] : -INFINITY;
+  idx = lane < (blockDim.x >> 5) ? si[lane] : 0x7fffffff;
+  warp_argmax(best, idx);
+}
+
 // 16-byte load that skips L1: weights are streamed once per step.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
   uint4 r;

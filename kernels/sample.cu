@@ -125,30 +125,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows(
   int best_id = 0x7fffffff;
   for (int i = begin; i < end; i++)
     if (z[i - begin] > best) best = z[i - begin], best_id = i;
-  __shared__ float s_best[32];
-  __shared__ int s_id[32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_id, o);
-    if (ob > best || (ob == best && oi < best_id)) best = ob, best_id = oi;
-  }
-  if ((threadIdx.x & 31) == 0) s_best[threadIdx.x >> 5] = best, s_id[threadIdx.x >> 5] = best_id;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    best = s_best[threadIdx.x], best_id = s_id[threadIdx.x];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, best_id, o);
-      if (ob > best || (ob == best && oi < best_id)) best = ob, best_id = oi;
-    }
-    if (threadIdx.x == 0) s_best[0] = best, s_id[0] = best_id;
-  }
-  __syncthreads();
-  const float zmax = s_best[0];
+  block_argmax(best, best_id);
+  const float zmax = best;
   if (p.temperature == 0.0f) {
-    if (threadIdx.x == 0) out[blockIdx.x] = s_id[0];
+    if (threadIdx.x == 0) out[blockIdx.x] = best_id;
     return;
   }
 
