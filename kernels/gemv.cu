@@ -3,7 +3,15 @@
 // 16-byte loads, several in flight per lane; the M rows of x (small, hot in L1/L2) are read
 // alongside, so a verify step of M rows costs about one weight read. Requires K % 8 == 0.
 
-#define PREFETCH 4
+// Weight chunks each lane loads before pdl_wait(), and the main loop's unroll (loads in flight).
+#ifndef GEMV_PREFETCH
+#define GEMV_PREFETCH 4
+#endif
+#ifndef GEMV_UNROLL
+#define GEMV_UNROLL 4
+#endif
+#define PREFETCH GEMV_PREFETCH
+constexpr int kUnroll = GEMV_UNROLL;  // #pragma unroll takes a constant, not a macro
 
 // acc[m] += dot(W row, x[m]) for `ROWS` weight rows at once (1: a plain product; 2: gate and up),
 // reduced across the warp. The first PREFETCH chunks of each weight row are loaded before
@@ -42,7 +50,7 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&wr)[ROWS], const f
       consume(p, lane + 32 * j);
     }
   }
-#pragma unroll 4
+#pragma unroll kUnroll
   for (int c = lane + 32 * PREFETCH; c < chunks; c += 32) {
     uint4 p[ROWS];
 #pragma unroll

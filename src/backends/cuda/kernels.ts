@@ -28,6 +28,11 @@ export class Kernels {
   ) {
     const common = fs.readFileSync(path.join(kernelDir, "common.cuh"), "utf8");
     const arch = targetArch(ctx.info.computeCapability);
+    // Tuning experiments: TACHYON_KERNEL_DEFINES="GEMV_PREFETCH=8,GEMV_UNROLL=8" overrides defaults.
+    for (const kv of (process.env.TACHYON_KERNEL_DEFINES ?? "").split(",").filter(Boolean)) {
+      const [k, v] = kv.split("=");
+      defines = { ...defines, [k.trim()]: Number(v) };
+    }
     for (const name of kernelSources) {
       const source = common + "\n" + fs.readFileSync(path.join(kernelDir, `${name}.cu`), "utf8");
       this.modules.push(ctx.loadModule(nvrtc.compile(name, source, arch, defines), `${name}.cu`));
