@@ -290,10 +290,12 @@ export class CudaBackend implements Backend {
         seg.setBigUint64(48 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
         seg.setInt32(72 + 4 * i, w.rows, true);
       });
-      this.launch(`gemv_bf16_m${m}`, [Math.ceil(totalRows / 8), 1, 1], 256, [
+      const split = this.gemvSplit(totalRows);
+      this.launch(`gemv_bf16_m${m}`, [Math.ceil((totalRows * split) / 8), 1, 1], 256, [
         { bytes: new Uint8Array(seg.buffer) },
         { ptr: (x as CudaTensor).ptr + r * K * 4 },
         { i32: K },
+        { i32: split },
       ]);
     }
     return outs;
@@ -320,7 +322,8 @@ export class CudaBackend implements Backend {
     }
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
-      this.launch(`gate_up_bf16_m${m}`, [Math.ceil(N / 8), 1, 1], 256, [
+      const split = this.gemvSplit(N);
+      this.launch(`gate_up_bf16_m${m}`, [Math.ceil((N * split) / 8), 1, 1], 256, [
         { ptr: (gate as CudaTensor).ptr },
         { ptr: (up as CudaTensor).ptr },
         { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
@@ -329,9 +332,19 @@ export class CudaBackend implements Backend {
         { ptr: out.ptr + r * N * 4 },
         { i32: N },
         { i32: K },
+        { i32: split },
       ]);
     }
     return out;
+  }
+
+  /**
+   * Warps per output row for a GEMV over `rows` rows: the fewest (1, 2 or 4) that give one warp
+   * for every warp slot of the GPU, so short matrices still keep every SM streaming.
+   */
+  private gemvSplit(rows: number): number {
+    const slots = this.ctx.info.multiprocessors * 64;
+    return rows >= slots ? 1 : 2 * rows >= slots ? 2 : 4;
   }
 
   /** x as bf16 (for tensor-core products): returns the device address of the copy. */

@@ -35,7 +35,9 @@ export class Kernels {
     }
     for (const name of kernelSources) {
       const source = common + "\n" + fs.readFileSync(path.join(kernelDir, `${name}.cu`), "utf8");
-      this.modules.push(ctx.loadModule(nvrtc.compile(name, source, arch, defines), `${name}.cu`));
+      // Only the constants a source uses: a model with another head size reuses the GEMV cubin.
+      const used = Object.fromEntries(Object.entries(defines).filter(([k]) => source.includes(k)));
+      this.modules.push(ctx.loadModule(nvrtc.compile(name, source, arch, used), `${name}.cu`));
     }
   }
 
