@@ -127,42 +127,41 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "\n",
   );
   if (values.out) fs.writeFileSync(values.out, line + "\n");
-  if (values.profile && gpu) profileDecodeStep(gpu, cfg, weights, randomIds(promptTokens + genTokens / 2));
+  if (values.profile && gpu) profileSteps(gpu, cfg, weights, randomIds(512));
   return 0;
 }
 
-/** Prints where one decode step's GPU time goes, per operation, at the bench's mean context. */
-function profileDecodeStep(
-  gpu: CudaBackend,
-  cfg: ModelConfig,
-  weights: ModelWeights,
-  context: number[],
-): void {
+/**
+ * Prints where the GPU time goes, per operation: for a 512-token prefill step, then for one
+ * decode step after it. Operations run one by one (no graph), each between two events.
+ */
+function profileSteps(gpu: CudaBackend, cfg: ModelConfig, weights: ModelWeights, prompt: number[]): void {
   const { backend, report } = profilingBackend(gpu);
   const executor = new ModelExecutor(backend, cfg, weights, {
-    maxTokens: context.length + 32,
-    contextLength: context.length + 16,
+    maxTokens: prompt.length + 32,
+    contextLength: prompt.length + 16,
   });
   const seq = executor.newSequence();
-  executor.stepGreedy([{ seq, tokens: context }]);
-  report(); // discard the prefill
-  let total = 0;
-  const rows = [] as OpProfile[];
+  executor.stepGreedy([{ seq, tokens: prompt }]);
+  printProfile(`one ${prompt.length}-token prefill step`, report());
+  let decode: OpProfile[] = [];
   for (let i = 0; i < 3; i++) {
     executor.stepGreedy([{ seq, tokens: [1] }]);
-    rows.splice(0, rows.length, ...report());
+    decode = report(); // the last of three, warm
   }
-  for (const r of rows) total += r.ms;
-  process.stderr.write(
-    `one decode step at context ${context.length}, operations run one by one (no graph):\n`,
-  );
+  printProfile(`one decode step at context ${prompt.length}`, decode);
+  seq.free();
+}
+
+function printProfile(what: string, rows: OpProfile[]): void {
+  const total = rows.reduce((t, r) => t + r.ms, 0);
+  process.stderr.write(`${what}, operations run one by one (no graph):\n`);
   for (const r of rows) {
     process.stderr.write(
       `  ${r.op.padEnd(18)} ${String(r.calls).padStart(4)} calls ${(r.ms * 1000).toFixed(0).padStart(7)} us ${((100 * r.ms) / total).toFixed(1).padStart(5)}%\n`,
     );
   }
   process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
-  seq.free();
 }
 
 /**
