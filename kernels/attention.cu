@@ -165,17 +165,13 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
 // Prompt-sized steps: a block serves PAIRS (query row, head) pairs — TILE_ROWS consecutive rows
 // of one sequence times the GROUP heads of one kv head — and walks the keys in tiles of 32 staged
 // in shared memory, so each key and value is read from L2 once per block instead of once per
-// row. Within a tile a lane owns a key for q·k (reading its key row as float4s; rows padded by
-// four words so a quarter-warp's 16-byte reads hit distinct banks) and four consecutive head
-// dimensions for p·v. Rows of the block that belong to another sequence than its first row are
-// done one sequence run at a time. Causal: the row at position p sees keys
-// [max(0, p - window + 1), p]. Needs HEAD_DIM <= 128 (shared memory) and GROUP <= PAIRS;
-// otherwise the host uses the decode kernel.
+// row. Within a tile a lane owns a key for q·k and a head dimension for p·v, as in decode.
+// Rows of the block that belong to another sequence than its first row are done one sequence
+// run at a time. Causal: row at position p sees keys [max(0, p - window + 1), p].
+// Needs HEAD_DIM <= 128 (shared memory) and GROUP <= PAIRS; otherwise the host uses the decode kernel.
 #define PAIRS 16
 #define TILE_ROWS (PAIRS / GROUP)
 #define KEYS 32
-#define D4 (HEAD_DIM / 4)
-#define PAIRS_PER_WARP (PAIRS / WARPS)
 #if HEAD_DIM <= 128 && GROUP <= PAIRS
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_prefill(
@@ -188,99 +184,87 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_prefill(
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int num_heads = num_kv_heads * GROUP;
   const int tile_first = blockIdx.x * TILE_ROWS;
-  const int block_rows_end = min(rows, tile_first + TILE_ROWS);
-  __shared__ float4 sk[KEYS][D4 + 1], sv[KEYS][D4], sq[PAIRS][D4];
+  // sk rows are padded by one word: in q·k each lane reads its own key row at the same column.
+  __shared__ float sk[KEYS][HEAD_DIM + 1], sv[KEYS][HEAD_DIM], sq[PAIRS][HEAD_DIM];
   __shared__ int sslot[KEYS];
-  const bool owns_dims = lane < D4;  // p·v: lane owns dims 4·lane .. 4·lane + 3
 
-  for (int run = tile_first; run < block_rows_end;) {
+  // Runs of rows of one sequence inside this block's rows.
+  for (int run = tile_first; run < min(rows, tile_first + TILE_ROWS);) {
     int run_end = run + 1;
-    while (run_end < block_rows_end && seq_first_row[run_end] == seq_first_row[run]) run_end++;
+    while (run_end < min(rows, tile_first + TILE_ROWS) && seq_first_row[run_end] == seq_first_row[run]) run_end++;
     const int* table = block_tables + (size_t)run * max_blocks;
     const int last_pos = positions[run_end - 1];
     const int key_begin = window > 0 ? max(0, positions[run] - window + 1) : 0;
-    const int pairs = (run_end - run) * GROUP;
 
     // Queries of the run's pairs, pre-scaled. Pair p = (row run + p / GROUP, head p % GROUP).
-    for (int i = threadIdx.x; i < pairs * D4; i += blockDim.x) {
-      const int p = i / D4, d4 = i % D4;
-      float4 v = reinterpret_cast<const float4*>(
-          q + ((size_t)(run + p / GROUP) * num_heads + kv_head * GROUP + p % GROUP) * HEAD_DIM)[d4];
-      v.x *= scale, v.y *= scale, v.z *= scale, v.w *= scale;
-      sq[p][d4] = v;
+    const int pairs = (run_end - run) * GROUP;
+    for (int i = threadIdx.x; i < pairs * HEAD_DIM; i += blockDim.x) {
+      const int p = i / HEAD_DIM, d = i % HEAD_DIM;
+      sq[p][d] = q[((size_t)(run + p / GROUP) * num_heads + kv_head * GROUP + p % GROUP) * HEAD_DIM + d] * scale;
     }
-    int pos[PAIRS_PER_WARP];
-    float m[PAIRS_PER_WARP], l[PAIRS_PER_WARP];
-    float4 acc[PAIRS_PER_WARP];
+    // Each warp owns pairs warp, warp + WARPS, ...
+    float m[PAIRS / WARPS], l[PAIRS / WARPS], acc[PAIRS / WARPS][PER_LANE];
 #pragma unroll
-    for (int k = 0; k < PAIRS_PER_WARP; k++) {
-      const int p = warp + k * WARPS;
-      pos[k] = p < pairs ? positions[run + p / GROUP] : -1;
+    for (int k = 0; k < PAIRS / WARPS; k++) {
       m[k] = -INFINITY;
       l[k] = 0.0f;
-      acc[k] = float4{0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++) acc[k][i] = 0.0f;
     }
 
     for (int tile = key_begin; tile <= last_pos; tile += KEYS) {
-      __syncthreads();  // the previous tile (and the queries) are in place and consumed
+      __syncthreads();  // the previous tile (and sq's writes) are done
       if (threadIdx.x < KEYS) {
         const int j = tile + threadIdx.x;
         sslot[threadIdx.x] = j <= last_pos ? table[j / block_size] * block_size + j % block_size : -1;
       }
       __syncthreads();
-      for (int i = threadIdx.x; i < KEYS * D4; i += blockDim.x) {
-        const int t = i / D4, d4 = i % D4;
+      for (int i = threadIdx.x; i < KEYS * HEAD_DIM; i += blockDim.x) {
+        const int t = i / HEAD_DIM, d = i % HEAD_DIM;
         const int slot = sslot[t];
-        const size_t off = ((size_t)(slot < 0 ? 0 : slot) * num_kv_heads + kv_head) * D4 + d4;
-        sk[t][d4] = slot < 0 ? float4{0.f, 0.f, 0.f, 0.f} : reinterpret_cast<const float4*>(kcache)[off];
-        sv[t][d4] = slot < 0 ? float4{0.f, 0.f, 0.f, 0.f} : reinterpret_cast<const float4*>(vcache)[off];
+        const size_t off = ((size_t)(slot < 0 ? 0 : slot) * num_kv_heads + kv_head) * HEAD_DIM + d;
+        sk[t][d] = slot < 0 ? 0.0f : kcache[off];
+        sv[t][d] = slot < 0 ? 0.0f : vcache[off];
       }
       __syncthreads();
-      // Fully unrolled over the warp's pairs (no break or continue): m, l and acc stay in registers.
 #pragma unroll
-      for (int k = 0; k < PAIRS_PER_WARP; k++) {
+      for (int k = 0; k < PAIRS / WARPS; k++) {
         const int p = warp + k * WARPS;
-        const int first = window > 0 ? max(0, pos[k] - window + 1) : 0;
+        if (p >= pairs) break;
+        const int pos = positions[run + p / GROUP];
+        const int first = window > 0 ? max(0, pos - window + 1) : 0;
         const int j = tile + lane;
-        const bool valid = j >= first && j <= pos[k];
+        const bool valid = j >= first && j <= pos;
         float s = 0.0f;
         if (valid) {
 #pragma unroll 8
-          for (int d4 = 0; d4 < D4; d4++) {
-            const float4 a = sq[p][d4], b = sk[lane][d4];
-            s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-          }
+          for (int d = 0; d < HEAD_DIM; d++) s += sq[p][d] * sk[lane][d];
         }
         const float tile_max = warp_max(valid ? s : -INFINITY);
-        if (tile_max != -INFINITY) {  // some key of this tile is visible to the pair's row
-          const float m_new = fmaxf(m[k], tile_max);
-          const float correction = expf(m[k] - m_new);
-          const float w = valid ? expf(s - m_new) : 0.0f;
-          l[k] = l[k] * correction + warp_sum(w);
-          m[k] = m_new;
-          float4 a = acc[k];
-          a.x *= correction, a.y *= correction, a.z *= correction, a.w *= correction;
-#pragma unroll 8
-          for (int t = 0; t < KEYS; t++) {
-            const float wt = __shfl_sync(0xffffffffu, w, t);
-            if (owns_dims) {
-              const float4 v = sv[t][lane];
-              a.x += wt * v.x, a.y += wt * v.y, a.z += wt * v.z, a.w += wt * v.w;
-            }
-          }
-          acc[k] = a;
+        if (tile_max == -INFINITY) continue;  // no visible key in this tile for this row
+        const float m_new = fmaxf(m[k], tile_max);
+        const float correction = expf(m[k] - m_new);
+        const float w = valid ? expf(s - m_new) : 0.0f;
+        l[k] = l[k] * correction + warp_sum(w);
+        m[k] = m_new;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) acc[k][i] *= correction;
+        for (int t = 0; t < KEYS; t++) {
+          const float wt = __shfl_sync(0xffffffffu, w, t);
+#pragma unroll
+          for (int i = 0; i < PER_LANE; i++)
+            if (lane + 32 * i < HEAD_DIM) acc[k][i] += wt * sv[t][lane + 32 * i];
         }
       }
     }
 #pragma unroll
-    for (int k = 0; k < PAIRS_PER_WARP; k++) {
+    for (int k = 0; k < PAIRS / WARPS; k++) {
       const int p = warp + k * WARPS;
-      if (p < pairs && owns_dims) {
-        float4* o = reinterpret_cast<float4*>(
-            out + ((size_t)(run + p / GROUP) * num_heads + kv_head * GROUP + p % GROUP) * HEAD_DIM);
-        const float inv = 1.0f / l[k];
-        o[lane] = float4{acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv};
-      }
+      if (p >= pairs) break;
+      float* o = out + ((size_t)(run + p / GROUP) * num_heads + kv_head * GROUP + p % GROUP) * HEAD_DIM;
+#pragma unroll
+      for (int i = 0; i < PER_LANE; i++)
+        if (lane + 32 * i < HEAD_DIM) o[lane + 32 * i] = acc[k][i] / l[k];
     }
     run = run_end;
     __syncthreads();  // sq is rewritten by the next run
