@@ -50,8 +50,6 @@ interface CudaStep extends Step {
   positions: DevicePtr;
   slots: DevicePtr;
   outputRows: DevicePtr;
-  /** Per row, the index of the first row of the same sequence in this step. */
-  seqFirstRow: DevicePtr;
   /** [rows, maxBlocks] block tables, padded to the pool size so every step has the same layout. */
   blockTables: DevicePtr;
   maxBlocks: number;
@@ -210,21 +208,16 @@ export class CudaBackend implements Backend {
   }
 
   prepareStep(rows: StepRows): Step {
-    // One upload per step: [tokens | positions | slots | seqFirstRow | outputRows | block tables].
+    // One upload per step: [tokens | positions | slots | outputRows | block tables].
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const packed = new Int32Array(4 * M + O + M * W);
+    const packed = new Int32Array(3 * M + O + M * W);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
     packed.set(rows.slots, 2 * M);
-    // Rows of one sequence share their block table array.
-    for (let r = 0; r < M; r++) {
-      packed[3 * M + r] =
-        r > 0 && rows.blockTables[r] === rows.blockTables[r - 1] ? packed[3 * M + r - 1] : r;
-    }
-    packed.set(rows.outputRows, 4 * M);
-    rows.blockTables.forEach((t, r) => packed.set(t, 4 * M + O + r * W));
+    packed.set(rows.outputRows, 3 * M);
+    rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
     const base = this.arena.alloc(packed.byteLength);
     this.ctx.upload(base, packed);
     const step: CudaStep = {
@@ -232,9 +225,8 @@ export class CudaBackend implements Backend {
       tokens: base,
       positions: base + 4 * M,
       slots: base + 8 * M,
-      seqFirstRow: base + 12 * M,
-      outputRows: base + 16 * M,
-      blockTables: base + 4 * (4 * M + O),
+      outputRows: base + 12 * M,
+      blockTables: base + 4 * (3 * M + O),
       maxBlocks: W,
     };
     return step;
@@ -445,28 +437,7 @@ export class CudaBackend implements Backend {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
     const M = q.rows;
-    const group = p.numHeads / p.numKvHeads;
-    if (M > 16 && p.headDim <= 128 && group <= 16) {
-      // Prompt-sized steps: key tiles in shared memory serve 16 (row, head) pairs each.
-      const out = this.tensor(M, p.numHeads * p.headDim);
-      this.launch("attention_prefill", [Math.ceil(M / (16 / group)), p.numKvHeads, 1], 128, [
-        { ptr: (q as CudaTensor).ptr },
-        { ptr: store.keys + layer * store.layerBytes },
-        { ptr: store.values + layer * store.layerBytes },
-        { ptr: s.positions },
-        { ptr: s.blockTables },
-        { ptr: s.seqFirstRow },
-        { ptr: out.ptr },
-        { i32: M },
-        { i32: p.numKvHeads },
-        { i32: s.maxBlocks },
-        { i32: store.spec.blockSize },
-        { i32: p.slidingWindow ?? 0 },
-        { f32: 1 / Math.sqrt(p.headDim) },
-      ]);
-      return out;
-    }
-    // Decode rows split each sequence's keys over many blocks.
+    // Decode rows split each sequence's keys over many blocks; prefill has enough rows already.
     const splits = M <= 16 ? 16 : 1;
     const parts = M * p.numHeads * splits;
     const partMax = this.arena.alloc(parts * 4);
