@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { CpuBackend } from "../src/backends/cpu/cpu-backend.js";
+import { CpuBackend, CpuTensor } from "../src/backends/cpu/cpu-backend.js";
 import { CudaBackend } from "../src/backends/cuda/cuda-backend.js";
 import type { StepRows, Tensor } from "../src/backends/backend.js";
 import { Rng } from "../src/engine/rng.js";
@@ -56,15 +56,13 @@ function weight(shape: number[], scale = 1): [Tensor, Tensor] {
   );
   return [cpu.weight("w", "BF16", shape, bytes), gpu.weight("w", "BF16", shape, bytes)];
 }
-/** An activation: a float32 matrix on both backends (through a linear with an identity weight would be roundabout; upload directly). */
+/** A random float32 activation matrix on both backends. */
 function activation(rows: number, cols: number): [Tensor, Tensor] {
   const data = randn(rows * cols);
-  const c = { rows, cols, data } as unknown as Tensor;
-  const g = gpu.sliceRows(uploadRows(data, rows, cols), 0, rows);
-  return [c, g];
+  return [new CpuTensor(rows, cols, data), uploadRows(data, rows, cols)];
 }
+/** Host data into a tensor of the GPU's activation arena (the backend's own allocator). */
 function uploadRows(data: Float32Array, rows: number, cols: number): Tensor {
-  // Activations come from the arena: borrow a tensor by running an identity-free op (gather of itself).
   const t = (gpu as unknown as { tensor(r: number, c: number): Tensor & { ptr: number } }).tensor(rows, cols);
   gpu.ctx.upload(t.ptr, data);
   return t;
