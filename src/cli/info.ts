@@ -22,7 +22,11 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const rows: [string, string][] = [
     ["model", dir],
     ["architecture", c.architecture],
-    ["parameters", `${(info.parameters / 1e6).toFixed(2)} M`],
+    [
+      "parameters",
+      `${(info.parameters / 1e6).toFixed(2)} M` +
+        (c.numMtpModules > 0 ? ` (with ${c.numMtpModules} multi-token-prediction modules)` : ""),
+    ],
     ["checkpoint dtype", info.dtypes.join(", ")],
     ["checkpoint size", size(info.checkpointBytes)],
     ["layers / hidden / ffn", `${c.numLayers} / ${c.hiddenSize} / ${c.intermediateSize}`],
