@@ -16,7 +16,7 @@ import { parseConfig } from "../src/model/config.js";
 import { float32ToBf16Bits } from "../src/model/dtype.js";
 import { SafetensorsFile } from "../src/model/safetensors.js";
 import { configJson } from "../src/model/random-checkpoint.js";
-import { fixturesDir } from "../test/paths.js";
+import { fixturesDir, repoRoot } from "../test/paths.js";
 
 const seed = Number(process.env.TEST_SEED ?? Date.now() % 1e9);
 console.log(`# random inputs from seed ${seed} (TEST_SEED=${seed} reproduces)`);
@@ -365,4 +365,19 @@ test("a seed reproduces sampled text on the GPU", async () => {
   const c = await g.complete("def f(x):", { ...opts, seed: 12 });
   assert.deepEqual(a.tokens, b.tokens);
   assert.notDeepEqual(a.tokens, c.tokens);
+});
+
+test("the embedded model's MTP modules give the same logits on the GPU as on the CPU", async () => {
+  const dir = path.join(repoRoot, "models", "tachyon-code-tiny");
+  const g = await loadModel(dir, { device: "cuda" });
+  const c = await loadModel(dir, { device: "cpu" });
+  const ids = g.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", false);
+  const sg = g.executor.score(ids, 2);
+  const sc = c.executor.score(ids, 2);
+  assert.ok(relErr(sg.logits, sc.logits) < 1e-4, "main logits");
+  for (let k = 0; k < 2; k++) {
+    const err = relErr(sg.mtpLogits[k], sc.mtpLogits[k]);
+    console.log(`# MTP depth ${k + 1}: rel. error GPU vs CPU ${err.toExponential(2)}`);
+    assert.ok(err < 1e-4, `MTP depth ${k + 1}`);
+  }
 });
