@@ -1,9 +1,8 @@
 // Attention of each query row over its sequence's paged KV cache (flash-decoding). The keys of
 // a row are split into `splits` contiguous ranges, one block per (row, kv head, range); the
 // block serves all GROUP query heads that share the kv head, so each key and value is read once
-// per group; the last block of a (row, kv head) to finish merges the ranges. Grid sizes depend
-// only on rows, heads and splits, never on the context length, so a captured graph replays at
-// any length.
+// per group. attention_combine merges the ranges. Grid sizes depend only on rows, heads and
+// splits, never on the context length, so a captured graph replays at any length.
 //
 // The block's range is cut into one contiguous part per warp; a warp takes 32 positions at a time:
 // for q·k each lane owns one position (its key row read with independent 16-byte loads), then the
@@ -18,9 +17,8 @@
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
     const float* __restrict__ q, const float* __restrict__ kcache, const float* __restrict__ vcache,
     const int* __restrict__ positions, const int* __restrict__ block_tables, float* __restrict__ part_max,
-    float* __restrict__ part_sum, float* __restrict__ part_acc, float* __restrict__ out,
-    int* __restrict__ done_counters, int num_kv_heads, int max_blocks, int block_size, int window, int splits,
-    float scale) {
+    float* __restrict__ part_sum, float* __restrict__ part_acc, int num_kv_heads, int max_blocks,
+    int block_size, int window, int splits, float scale) {
   pdl_start();
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -142,30 +140,24 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
       }
     }
   }
+}
 
-  // The last of the row's blocks for this kv head merges all ranges (no second kernel): every
-  // block publishes its partials, then counts itself done; the one that completes the count
-  // reads them all and resets the counter for the next layer.
-  __threadfence();
-  __syncthreads();
-  __shared__ bool last;
-  int* counter = done_counters + (size_t)row * num_kv_heads + kv_head;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
-  __syncthreads();
-  if (!last) return;
-  for (int i = threadIdx.x; i < GROUP * HEAD_DIM; i += blockDim.x) {
-    const int g = i / HEAD_DIM, d = i % HEAD_DIM;
-    const size_t base = ((size_t)row * num_heads + kv_head * GROUP + g) * splits;
-    float mm = -INFINITY;
-    for (int s = 0; s < splits; s++) mm = fmaxf(mm, load_l2(part_max + base + s));
-    float total = 0.0f, value = 0.0f;
-    for (int s = 0; s < splits; s++) {
-      const float ms = load_l2(part_max + base + s);
-      const float f = ms == -INFINITY ? 0.0f : expf(ms - mm);
-      total += load_l2(part_sum + base + s) * f;
-      value += load_l2(part_acc + (base + s) * HEAD_DIM + d) * f;
-    }
-    out[((size_t)row * num_heads + kv_head * GROUP + g) * HEAD_DIM + d] = value / total;
+// out[row, head] = sum over splits of acc·exp(max - M) / sum over splits of sum·exp(max - M).
+// grid (rows, heads), HEAD_DIM threads.
+extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
+                                             const float* __restrict__ part_sum,
+                                             const float* __restrict__ part_acc, float* __restrict__ out,
+                                             int num_heads, int splits) {
+  pdl_start();
+  const int row = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
+  const size_t base = ((size_t)row * num_heads + head) * splits;
+  float mm = -INFINITY;
+  for (int s = 0; s < splits; s++) mm = fmaxf(mm, part_max[base + s]);
+  float total = 0.0f, value = 0.0f;
+  for (int s = 0; s < splits; s++) {
+    const float f = part_max[base + s] == -INFINITY ? 0.0f : expf(part_max[base + s] - mm);
+    total += part_sum[base + s] * f;
+    value += part_acc[(base + s) * HEAD_DIM + d] * f;
   }
-  if (threadIdx.x == 0) *counter = 0;
+  out[((size_t)row * num_heads + head) * HEAD_DIM + d] = value / total;
 }

@@ -86,13 +86,6 @@ __device__ __forceinline__ void block_argmax(float& best, int& idx) {
   warp_argmax(best, idx);
 }
 
-// Load from L2, bypassing L1: for data other blocks of the same grid wrote (after a fence).
-__device__ __forceinline__ float load_l2(const float* p) {
-  float v;
-  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-}
-
 // 16-byte load that skips L1: weights are streamed once per step.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
   uint4 r;

@@ -98,9 +98,6 @@ class Arena {
  */
 const tensorCoreMinRows = 64;
 
-/** (row, kv head) pairs one attention launch may have. */
-const attentionCounterSlots = 1 << 16;
-
 export interface CudaBackendOptions {
   /** Most rows one step may have (prefill chunk size). */
   maxRows: number;
@@ -112,8 +109,6 @@ export class CudaBackend implements Backend {
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
-  /** Per (row, kv head): attention blocks done; the last one merges the splits and resets it. */
-  private readonly attentionCounters: DevicePtr;
 
   private constructor(
     readonly ctx: CudaContext,
@@ -125,9 +120,6 @@ export class CudaBackend implements Backend {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
     this.invFreq = ctx.alloc(cfg.rope.invFreq.byteLength, "rope frequencies");
     ctx.upload(this.invFreq, cfg.rope.invFreq);
-    this.attentionCounters = ctx.alloc(attentionCounterSlots * 4, "attention counters");
-    ctx.fill32(this.attentionCounters, 0, attentionCounterSlots);
-    ctx.synchronize();
   }
 
   /** Whether a CUDA GPU is usable here, and if not, why. */
@@ -451,12 +443,6 @@ export class CudaBackend implements Backend {
     const partMax = this.arena.alloc(parts * 4);
     const partSum = this.arena.alloc(parts * 4);
     const partAcc = this.arena.alloc(parts * p.headDim * 4);
-    if (M * p.numKvHeads > attentionCounterSlots) {
-      throw new RangeError(
-        `attention over ${M} rows × ${p.numKvHeads} kv heads exceeds ${attentionCounterSlots} counters`,
-      );
-    }
-    const out = this.tensor(M, p.numHeads * p.headDim);
     this.launch("attention_partial", [M, p.numKvHeads, splits], 128, [
       { ptr: (q as CudaTensor).ptr },
       { ptr: store.keys + layer * store.layerBytes },
@@ -466,14 +452,21 @@ export class CudaBackend implements Backend {
       { ptr: partMax },
       { ptr: partSum },
       { ptr: partAcc },
-      { ptr: out.ptr },
-      { ptr: this.attentionCounters },
       { i32: p.numKvHeads },
       { i32: s.maxBlocks },
       { i32: store.spec.blockSize },
       { i32: p.slidingWindow ?? 0 },
       { i32: splits },
       { f32: 1 / Math.sqrt(p.headDim) },
+    ]);
+    const out = this.tensor(M, p.numHeads * p.headDim);
+    this.launch("attention_combine", [M, p.numHeads, 1], p.headDim, [
+      { ptr: partMax },
+      { ptr: partSum },
+      { ptr: partAcc },
+      { ptr: out.ptr },
+      { i32: p.numHeads },
+      { i32: splits },
     ]);
     return out;
   }
