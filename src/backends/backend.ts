@@ -135,7 +135,7 @@ export interface Backend {
    * min-p), so only the ids cross to the host. Same semantics as the host Sampler.
    */
   sampleRows?(logits: Tensor, rows: readonly DeviceDraw[]): Int32Array;
-  /** Copies a tensor to the host as float32, row-major. */
+  /** Copies a tensor to the host as float32, row-major; the caller owns the returned array. */
   read(x: Tensor): Float32Array;
   /**
    * Optional: records the operations `body` issues as a replayable graph (a GPU backend's CUDA

@@ -71,7 +71,7 @@ export class ModelExecutor {
     let row = 0;
     for (const inp of inputs) {
       const n = inp.allLogits ? inp.tokens.length : 1;
-      out.push(logits.slice(row * vocab, (row + n) * vocab));
+      out.push(logits.subarray(row * vocab, (row + n) * vocab));
       row += n;
     }
     return out;
@@ -190,9 +190,9 @@ export class ModelExecutor {
           b.sliceRows(hidden, 0, n),
           step(tokens.slice(depth)),
         );
-        mtpLogitsOut.push(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)).slice());
+        mtpLogitsOut.push(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)));
       }
-      return { logits: logits.slice(), mtpLogits: mtpLogitsOut };
+      return { logits, mtpLogits: mtpLogitsOut };
     } finally {
       seq.free();
     }
