@@ -7,6 +7,7 @@
 import type { DType } from "../model/dtype.js";
 import type { RopeConfig } from "../model/rope.js";
 import type { SamplingParams } from "../engine/sampling.js";
+import type { QuantizedWeight } from "../quant/quantized-weight.js";
 
 /** A backend-owned 2-D tensor [rows, cols]; the storage behind it is the backend's business. */
 export interface Tensor {
@@ -81,6 +82,11 @@ export interface Backend {
   readonly name: string;
   /** Takes a weight from checkpoint bytes; the backend chooses its storage format. */
   weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor;
+  /**
+   * Takes a linear layer's weight stored below 16 bits (src/quant/quantized-weight.ts). The
+   * result is usable wherever linear, linearMany and gateUp take a weight.
+   */
+  quantizedWeight(name: string, w: QuantizedWeight): Tensor;
   /** A weight of normal random values (bf16-rounded), made where the weights live. */
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;

@@ -6,6 +6,8 @@
 import type { AttentionParams, Backend, KvCacheSpec, KvStorage, Step, StepRows, Tensor } from "../backend.js";
 import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import { Rng } from "../../engine/rng.js";
+import { dequantize } from "../../quant/dequantize.js";
+import type { QuantizedWeight } from "../../quant/quantized-weight.js";
 import { ropeAngles, type RopeConfig } from "../../model/rope.js";
 import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
 
@@ -49,6 +51,10 @@ export class CpuBackend implements Backend {
     const rows = shape.length === 2 ? shape[0] : 1;
     const cols = shape.length === 2 ? shape[1] : shape[0];
     return new CpuTensor(rows, cols, toFloat32(bytes, dtype));
+  }
+
+  quantizedWeight(_name: string, w: QuantizedWeight): Tensor {
+    return new CpuTensor(w.rows, w.cols, dequantize(w));
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {

@@ -18,6 +18,8 @@ import type {
 import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import type { ModelConfig } from "../../model/config.js";
 import type { RopeConfig } from "../../model/rope.js";
+import type { QuantizedWeight } from "../../quant/quantized-weight.js";
+import { TachyonError } from "../../errors.js";
 import { CudaContext, gib, type KernelArg } from "./context.js";
 import { CudaError, Driver, type DevicePtr } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
@@ -178,6 +180,13 @@ export class CudaBackend implements Backend {
     const ptr = this.ctx.alloc(bf16.byteLength, `loading ${name}`);
     this.ctx.upload(ptr, bf16);
     return new CudaTensor(rows, cols, ptr);
+  }
+
+  quantizedWeight(name: string, w: QuantizedWeight): Tensor {
+    throw new TachyonError(
+      `${name}: ${w.scheme} weights are not supported by the CUDA backend yet; use --device cpu`,
+      "unsupported",
+    );
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
