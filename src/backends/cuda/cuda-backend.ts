@@ -25,6 +25,7 @@ import { CudaError, Driver, type DevicePtr } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
+import { prefillTiles } from "./prefill-tiles.js";
 
 export class CudaTensor implements Tensor {
   constructor(
@@ -55,7 +56,13 @@ interface CudaStep extends Step {
   /** [rows, maxBlocks] block tables, padded to the pool size so every step has the same layout. */
   blockTables: DevicePtr;
   maxBlocks: number;
+  /** Prefill attention tiles: [first row, row count] pairs (see prefillTiles). */
+  tiles: DevicePtr;
+  tileCount: number;
 }
+
+/** Steps of at most this many rows use the decode attention kernel (split over the keys). */
+const maxDecodeRows = 16;
 
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
@@ -217,16 +224,18 @@ export class CudaBackend implements Backend {
   }
 
   prepareStep(rows: StepRows): Step {
-    // One upload per step: [tokens | positions | slots | outputRows | block tables].
+    // One upload per step: [tokens | positions | slots | outputRows | block tables | tiles].
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const packed = new Int32Array(3 * M + O + M * W);
+    const tiles = M > maxDecodeRows ? prefillTiles(rows) : new Int32Array(0);
+    const packed = new Int32Array(3 * M + O + M * W + tiles.length);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
     packed.set(rows.slots, 2 * M);
     packed.set(rows.outputRows, 3 * M);
     rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
+    packed.set(tiles, 3 * M + O + M * W);
     const base = this.arena.alloc(packed.byteLength);
     this.ctx.upload(base, packed);
     const step: CudaStep = {
@@ -237,6 +246,8 @@ export class CudaBackend implements Backend {
       outputRows: base + 12 * M,
       blockTables: base + 4 * (3 * M + O),
       maxBlocks: W,
+      tiles: base + 4 * (3 * M + O + M * W),
+      tileCount: tiles.length / 2,
     };
     return step;
   }
@@ -446,8 +457,26 @@ export class CudaBackend implements Backend {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
     const M = q.rows;
-    // Decode rows split each sequence's keys over many blocks; prefill has enough rows already.
-    const splits = M <= 16 ? 16 : 1;
+    if (M > maxDecodeRows && p.headDim % 16 === 0 && p.headDim <= 128) {
+      const out = this.tensor(M, p.numHeads * p.headDim);
+      this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
+        { ptr: (q as CudaTensor).ptr },
+        { ptr: store.keys + layer * store.layerBytes },
+        { ptr: store.values + layer * store.layerBytes },
+        { ptr: s.positions },
+        { ptr: s.blockTables },
+        { ptr: s.tiles },
+        { ptr: out.ptr },
+        { i32: p.numKvHeads },
+        { i32: s.maxBlocks },
+        { i32: store.spec.blockSize },
+        { i32: p.slidingWindow ?? 0 },
+        { f32: 1 / Math.sqrt(p.headDim) },
+      ]);
+      return out;
+    }
+    // Decode rows split each sequence's keys over many blocks; larger steps have enough rows.
+    const splits = M <= maxDecodeRows ? 16 : 1;
     const parts = M * p.numHeads * splits;
     const partMax = this.arena.alloc(parts * 4);
     const partSum = this.arena.alloc(parts * 4);

@@ -10,7 +10,15 @@ import type { Handle } from "./driver.js";
 import type { Nvrtc } from "./nvrtc.js";
 
 export const kernelDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../../kernels");
-export const kernelSources = ["gemv", "norm", "elementwise", "rope", "attention", "sample"] as const;
+export const kernelSources = [
+  "gemv",
+  "norm",
+  "elementwise",
+  "rope",
+  "attention",
+  "prefill_attention",
+  "sample",
+] as const;
 
 /** The architecture name NVRTC compiles for: sm_90a on Hopper (its full instruction set), else sm_XY. */
 export function targetArch(cc: [number, number]): string {
