@@ -101,8 +101,8 @@ class Arena {
 }
 
 /**
- * Steps with at least this many rows (prompt chunks) use tensor-core matrix products on bf16
- * activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
+ * Steps with at least this many rows (prompt chunks) use tensor-core matrix products and
+ * attention on bf16 activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
  * keep activations in float32.
  */
 const tensorCoreMinRows = 64;
@@ -228,7 +228,7 @@ export class CudaBackend implements Backend {
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const tiles = M > maxDecodeRows ? prefillTiles(rows) : new Int32Array(0);
+    const tiles = M >= tensorCoreMinRows ? prefillTiles(rows) : new Int32Array(0);
     const packed = new Int32Array(3 * M + O + M * W + tiles.length);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
@@ -457,7 +457,7 @@ export class CudaBackend implements Backend {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
     const M = q.rows;
-    if (M > maxDecodeRows && p.headDim % 16 === 0 && p.headDim <= 128) {
+    if (M >= tensorCoreMinRows && p.headDim % 16 === 0 && p.headDim <= 128) {
       const out = this.tensor(M, p.numHeads * p.headDim);
       this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
         { ptr: (q as CudaTensor).ptr },
