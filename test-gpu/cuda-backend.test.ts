@@ -204,7 +204,10 @@ test("prefill attention with two sequences in one step (tiles never mix sequence
   const kc = cpu.createKvCache(spec);
   const kg = gpu.createKvCache(spec);
   const p = { numHeads: 8, numKvHeads: 2, headDim: 64, slidingWindow: null };
-  const tables = [Int32Array.from([3, 10, 17, 24, 31, 38, 45, 52, 59]), Int32Array.from([50, 40, 60, 20, 30, 0, 1])];
+  const tables = [
+    Int32Array.from([3, 10, 17, 24, 31, 38, 45, 52, 59]),
+    Int32Array.from([50, 40, 60, 20, 30, 0, 1]),
+  ];
   const lengths = [0, 0];
   // Step 1: two prompts (70 and 90 rows); step 2: 70 more rows of the first, one of the second.
   for (const counts of [
