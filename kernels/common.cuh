@@ -14,6 +14,13 @@ __device__ __forceinline__ float bf16_to_f32(bf16_t v) { return __uint_as_float(
 __device__ __forceinline__ float bf16lo(u32 v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16hi(u32 v) { return __uint_as_float(v & 0xffff0000u); }
 
+// Two floats rounded to bf16 and packed, lo in the low half.
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 // Programmatic dependent launch (Hopper): kernels are launched before their predecessor ends.
 // Each kernel calls pdl_wait() before reading anything an earlier kernel wrote (weights may be
 // read before it), and pdl_launch_dependents() to let the next kernel start its own prologue.

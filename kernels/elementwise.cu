@@ -58,6 +58,14 @@ extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned l
   }
 }
 
+// Random 32-bit words under a mask (codes of random quantized weights).
+extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long long n, u32 seed, u32 mask) {
+  pdl_start();
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)gridDim.x * blockDim.x)
+    out[i] = hash32((u32)i * 2u + hash32(seed) + (u32)(i >> 31)) & mask;
+}
+
 // Index of each row's largest value (ties → lowest index); one block of 1024 threads per row.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols) {
   pdl_start();

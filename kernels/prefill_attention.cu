@@ -16,12 +16,6 @@
 #define PA_KEYS 64                     // keys per shared-memory tile
 #define PA_KSTRIDE (HEAD_DIM + 8)      // bf16 per key row in shared memory
 
-__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
 // Four 8×8 bf16 matrices from shared memory, transposed: lanes 8i..8i+7 give matrix i's row addresses.
 __device__ __forceinline__ void ldmatrix_x4_trans(u32 (&r)[4], const bf16_t* row) {
   u32 addr;

@@ -13,7 +13,8 @@ import type { StepRows, Tensor } from "../src/backends/backend.js";
 import { Rng } from "../src/engine/rng.js";
 import { loadModel } from "../src/index.js";
 import { parseConfig } from "../src/model/config.js";
-import { float32ToBf16Bits } from "../src/model/dtype.js";
+import { float32ToBf16Bits, float32ToF16Bits, toFloat32 } from "../src/model/dtype.js";
+import { schemeBits, type QuantizedWeight, type QuantScheme } from "../src/quant/quantized-weight.js";
 import { SafetensorsFile } from "../src/model/safetensors.js";
 import { configJson } from "../src/model/random-checkpoint.js";
 import { fixturesDir, repoRoot } from "../test/paths.js";
@@ -121,6 +122,65 @@ test("tensor-core path (cuBLASLt, bf16 activations) for prompt-sized steps: 64 a
     compare(`linear+bias M=${M}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), 1e-2);
     compare(`gateUp M=${M}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), 1e-2);
   }
+});
+
+/** A random quantized weight: random codes (fp8 without NaN), f16-representable scales and offsets. */
+function quantized(scheme: QuantScheme, rows: number, cols: number, groupSize: number): QuantizedWeight {
+  const fp8 = scheme === "fp8";
+  const group = fp8 ? 128 : groupSize;
+  const codes = Uint8Array.from({ length: (rows * cols * schemeBits[scheme]) / 8 }, () => {
+    const b = rng.nextU32() & 255;
+    return fp8 && (b & 0x7f) === 0x7f ? b ^ 1 : b;
+  });
+  const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * (cols / group);
+  const f16 = (v: number) => toFloat32(new Uint8Array(Uint16Array.of(float32ToF16Bits(v)).buffer), "F16")[0];
+  const levels = fp8 ? 1 : 2 ** schemeBits[scheme];
+  const scales = Float32Array.from({ length: groups }, () =>
+    f16((0.5 + rng.nextFloat()) / (levels * Math.sqrt(cols))),
+  );
+  const offsets =
+    scheme === "int4" || scheme === "int2"
+      ? Float32Array.from(scales, (s) => f16(-s * (levels / 2) * (0.8 + 0.4 * rng.nextFloat())))
+      : null;
+  return { scheme, rows, cols, groupSize: group, groupRows: fp8 ? 128 : 1, codes, scales, offsets };
+}
+
+test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, 37) and the dequantize + tensor-core path (64, 100 rows)", () => {
+  const cases: [QuantScheme, number][] = [
+    ["fp8", 128],
+    ["int8", 256],
+    ["int8", 32],
+    ["int4", 128],
+    ["int4", 32],
+    ["int2", 64],
+    ["int2", 32],
+  ];
+  for (const [scheme, group] of cases) {
+    const both = (rows: number, cols: number): [Tensor, Tensor] => {
+      const w = quantized(scheme, rows, cols, group);
+      return [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
+    };
+    const [wc, wg] = both(300, 256);
+    const [kc, kg] = both(130, 256);
+    const [uc, ug] = both(300, 256);
+    const [bc, bg] = weight([300]);
+    for (const M of [1, 2, 3, 5, 8, 16, 37, 64, 100]) {
+      fresh();
+      const [xc, xg] = activation(M, 256);
+      // The GEMV sums in half precision per chunk; the tensor-core path rounds x to bf16.
+      const tol = M >= 64 ? 1e-2 : 3e-3;
+      const what = `${scheme} g${group} M=${M}`;
+      compare(`linear+bias ${what}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), tol);
+      const many = gpu.linearMany(xg, [wg, kg, ug], [undefined, undefined, bg]);
+      const manyRef = cpu.linearMany(xc, [wc, kc, uc], [undefined, undefined, bc]);
+      many.forEach((g, i) => compare(`linearMany[${i}] ${what}`, manyRef[i], g, tol));
+      compare(`gateUp ${what}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), tol);
+    }
+  }
+});
+
+test("a quantized weight the kernels cannot read is refused with what to do", () => {
+  assert.throws(() => gpu.quantizedWeight("w", quantized("int4", 8, 48, 48)), /multiple of 32.*--device cpu/);
 });
 
 test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {

@@ -15,7 +15,7 @@ Usage:
   tachyon run  [--model DIR] [--prompt TEXT | --chat] [options]   generate text (streams to stdout)
   tachyon info [--model DIR]                                      architecture, parameters, memory
   tachyon eval [--model DIR] --file TEXT                          held-out perplexity (+ MTP acceptance)
-  tachyon bench [--shape NAME] [--device D] [--out FILE]          batch-1 decode speed on random weights
+  tachyon bench [--shape NAME] [--weights W] [--device D] [--out F] batch-1 decode speed on random weights
 
 Run options:
   --model DIR              Hugging Face model folder (default: the embedded tachyon-code-tiny)

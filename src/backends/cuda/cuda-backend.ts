@@ -15,25 +15,36 @@ import type {
   StepRows,
   Tensor,
 } from "../backend.js";
-import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
+import { float32ToBf16Bits, float32ToF16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import type { ModelConfig } from "../../model/config.js";
 import type { RopeConfig } from "../../model/rope.js";
-import type { QuantizedWeight } from "../../quant/quantized-weight.js";
-import { TachyonError } from "../../errors.js";
+import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
+import { randomCodes } from "../../quant/random-codes.js";
+import { chunkWeights, checkDeviceSupport, deviceLayout, qgemvFormat } from "./quant-layout.js";
 import { CudaContext, gib, type KernelArg } from "./context.js";
-import { CudaError, Driver, type DevicePtr } from "./driver.js";
+import { CudaError, Driver, type DevicePtr, type Handle } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
 import { prefillTiles } from "./prefill-tiles.js";
+
+/** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
+interface DeviceQuant {
+  scheme: QuantScheme;
+  groupSize: number;
+  scales: DevicePtr;
+}
 
 export class CudaTensor implements Tensor {
   constructor(
     readonly rows: number,
     readonly cols: number,
     readonly ptr: DevicePtr,
+    readonly quant?: DeviceQuant,
   ) {}
 }
+
+const quantOf = (w: Tensor): DeviceQuant | undefined => (w as CudaTensor).quant;
 
 class CudaKvStorage implements KvStorage {
   constructor(
@@ -115,6 +126,9 @@ export interface CudaBackendOptions {
 export class CudaBackend implements Backend {
   readonly name = "cuda";
   private readonly arena: Arena;
+  /** Elements of the largest quantized weight: the size of the bf16 dequantization scratch. */
+  private largestQuantized = 0;
+  private dequantScratch: DevicePtr | null = null;
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
@@ -190,10 +204,52 @@ export class CudaBackend implements Backend {
   }
 
   quantizedWeight(name: string, w: QuantizedWeight): Tensor {
-    throw new TachyonError(
-      `${name}: ${w.scheme} weights are not supported by the CUDA backend yet; use --device cpu`,
-      "unsupported",
-    );
+    const layout = deviceLayout(name, w);
+    const codes = this.ctx.alloc(layout.codes.byteLength, `loading ${name}`);
+    this.ctx.upload(codes, layout.codes);
+    const scales = this.ctx.alloc(layout.scales.byteLength, `loading ${name} (scales)`);
+    this.ctx.upload(scales, layout.scales);
+    this.largestQuantized = Math.max(this.largestQuantized, w.rows * w.cols);
+    return new CudaTensor(w.rows, w.cols, codes, { scheme: w.scheme, groupSize: w.groupSize, scales });
+  }
+
+  /**
+   * A quantized weight of random codes (never all zero) with one scale and offset for the whole
+   * tensor, chosen so its values have the given mean and std: for benchmarks.
+   */
+  randomQuantizedWeight(
+    shape: readonly [number, number],
+    scheme: QuantScheme,
+    groupSize: number,
+    dist: { mean: number; std: number; seed: number },
+  ): Tensor {
+    const [rows, cols] = shape;
+    const fp8 = scheme === "fp8";
+    const group = fp8 ? 128 : groupSize;
+    checkDeviceSupport("random weight", {
+      scheme,
+      rows,
+      cols,
+      groupSize: group,
+      groupRows: fp8 ? 128 : 1,
+    } as QuantizedWeight);
+    const { bytes, mask, codeMean, codeStd } = randomCodes(scheme, rows * cols);
+    const codes = this.ctx.alloc(bytes, "random weights");
+    this.launch("fill_random_u32", [1024, 1, 1], 256, [
+      { ptr: codes },
+      { u64: bytes / 4 },
+      { i32: dist.seed | 0 },
+      { i32: mask | 0 },
+    ]);
+    const scale = dist.std / codeStd;
+    const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * (cols / group);
+    const scales = this.ctx.alloc(groups * 4, "random weights (scales)");
+    const bits = fp8
+      ? new Uint32Array(new Float32Array([scale]).buffer)[0]
+      : float32ToF16Bits(scale) | (float32ToF16Bits(dist.mean - codeMean * scale) << 16);
+    this.ctx.fill32(scales, bits, groups);
+    this.largestQuantized = Math.max(this.largestQuantized, rows * cols);
+    return new CudaTensor(rows, cols, codes, { scheme, groupSize: group, scales });
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
@@ -292,6 +348,7 @@ export class CudaBackend implements Backend {
 
   linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
+    if (ws.some((w) => quantOf(w))) return this.quantizedLinearMany(x, ws, biases);
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     if (this.lt && x.rows >= tensorCoreMinRows) {
       const xb = this.bf16Copy(x);
@@ -329,15 +386,40 @@ export class CudaBackend implements Backend {
       const xb = this.bf16Copy(x);
       const g = this.tensor(x.rows, N);
       const u = this.tensor(x.rows, N);
-      this.tensorCoreLinear(g, xb, gate, gateBias);
-      this.tensorCoreLinear(u, xb, up, upBias);
-      const n = x.rows * N;
-      this.launch("silu_mul", [Math.ceil(n / 256), 1, 1], 256, [
-        { ptr: g.ptr },
-        { ptr: u.ptr },
-        { ptr: out.ptr },
-        { i32: n },
-      ]);
+      this.tensorCoreLinear(g, xb, this.dense(gate), gateBias);
+      this.tensorCoreLinear(u, xb, this.dense(up), upBias);
+      return this.siluMul(g, u);
+    }
+    const qg = quantOf(gate);
+    const qu = quantOf(up);
+    if (qg || qu) {
+      if (!qg || !qu || qg.scheme !== qu.scheme || qg.groupSize !== qu.groupSize) {
+        return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
+      }
+      for (let r = 0; r < x.rows; r += 16) {
+        const m = Math.min(16, x.rows - r);
+        const split = this.gemvSplit(N);
+        this.ctx.launch(
+          this.qgemvKernel(qg, `qgate_up_m${m}`),
+          [Math.ceil((N * split) / 8), 1, 1],
+          [256, 1, 1],
+          [
+            { ptr: (gate as CudaTensor).ptr },
+            { ptr: (up as CudaTensor).ptr },
+            { ptr: qg.scales },
+            { ptr: qu.scales },
+            { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
+            { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+            { ptr: (x as CudaTensor).ptr + r * K * 4 },
+            { ptr: out.ptr + r * N * 4 },
+            { i32: N },
+            { i32: K },
+            { i32: qg.groupSize },
+            { i32: split },
+          ],
+          "qgate_up",
+        );
+      }
       return out;
     }
     for (let r = 0; r < x.rows; r += 16) {
@@ -356,6 +438,99 @@ export class CudaBackend implements Backend {
       ]);
     }
     return out;
+  }
+
+  private siluMul(g: Tensor, u: Tensor): Tensor {
+    const out = this.tensor(g.rows, g.cols);
+    const n = g.rows * g.cols;
+    this.launch("silu_mul", [Math.ceil(n / 256), 1, 1], 256, [
+      { ptr: (g as CudaTensor).ptr },
+      { ptr: (u as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: n },
+    ]);
+    return out;
+  }
+
+  private qgemvKernel(q: DeviceQuant, name: string): Handle {
+    return this.kernels.variant("qgemv", { QFMT: qgemvFormat[q.scheme] }, name);
+  }
+
+  /**
+   * Products with quantized weights: the sub-16-bit GEMV for small steps; for prompt-sized steps
+   * each weight is dequantized to bf16 into one scratch buffer and multiplied on tensor cores.
+   */
+  private quantizedLinearMany(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+  ): Tensor[] {
+    const q = quantOf(ws[0]);
+    const fusable = ws.every((w) => {
+      const wq = quantOf(w);
+      return wq && q && wq.scheme === q.scheme && wq.groupSize === q.groupSize;
+    });
+    if (!fusable || (this.lt && x.rows >= tensorCoreMinRows)) {
+      if (ws.length > 1) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
+      const out = this.tensor(x.rows, ws[0].rows);
+      this.tensorCoreLinear(out, this.bf16Copy(x), this.dense(ws[0]), biases[0]);
+      return [out];
+    }
+    const outs = ws.map((w) => this.tensor(x.rows, w.rows));
+    const K = x.cols;
+    const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
+    for (let r = 0; r < x.rows; r += 16) {
+      const m = Math.min(16, x.rows - r);
+      const seg = new DataView(new ArrayBuffer(112));
+      ws.forEach((w, i) => {
+        seg.setBigUint64(8 * i, BigInt((w as CudaTensor).ptr), true);
+        seg.setBigUint64(24 + 8 * i, BigInt(quantOf(w)!.scales), true);
+        seg.setBigUint64(48 + 8 * i, BigInt(biases[i] ? (biases[i] as CudaTensor).ptr : 0), true);
+        seg.setBigUint64(72 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
+        seg.setInt32(96 + 4 * i, w.rows, true);
+      });
+      const split = this.gemvSplit(groups);
+      this.ctx.launch(
+        this.qgemvKernel(q!, `qgemv_m${m}`),
+        [Math.ceil((groups * split) / 8), 1, 1],
+        [256, 1, 1],
+        [
+          { bytes: new Uint8Array(seg.buffer) },
+          { ptr: (x as CudaTensor).ptr + r * K * 4 },
+          { i32: K },
+          { i32: q!.groupSize },
+          { i32: split },
+        ],
+        "qgemv",
+      );
+    }
+    return outs;
+  }
+
+  /**
+   * A weight as bf16 for the tensor cores: itself, or for a quantized weight its dequantization
+   * into the scratch buffer (stream order keeps one use from overwriting the previous one early).
+   */
+  private dense(w: Tensor): Tensor {
+    const q = quantOf(w);
+    if (!q) return w;
+    this.dequantScratch ??= this.ctx.alloc(this.largestQuantized * 2, "dequantization scratch");
+    const work = Math.ceil((w.rows * w.cols) / chunkWeights[q.scheme]);
+    this.ctx.launch(
+      this.qgemvKernel(q, "dequantize_bf16"),
+      [Math.min(Math.ceil(work / 256), 4096), 1, 1],
+      [256, 1, 1],
+      [
+        { ptr: (w as CudaTensor).ptr },
+        { ptr: q.scales },
+        { ptr: this.dequantScratch },
+        { i32: w.rows },
+        { i32: w.cols },
+        { i32: q.groupSize },
+      ],
+      "dequantize_bf16",
+    );
+    return new CudaTensor(w.rows, w.cols, this.dequantScratch);
   }
 
   /**
