@@ -1,20 +1,27 @@
 // Matrix-vector products for M = 1..16 rows with weights below 16 bits, dequantized in registers.
 // One source per scheme: QFMT selects it at compile time (0 int8, 1 int4, 2 int2, 3 fp8), so a
-// model compiles only the scheme it uses. x and y are float32, as in gemv.cu.
+// model compiles only the scheme it uses. y is float32, as in gemv.cu.
 //
-// Weights keep the engine layout of src/quant/quantized-weight.ts (rows of codes packed along K),
-// except that the host reorders the codes inside each 32-bit word (int4, int2) so that one mask
-// yields two neighbouring k as a half2: the dequantization of two weights costs one LOP3 and one
-// HSUB2. Products are summed in half2 over one chunk of codes (16–32 k, within one scale group),
-// then scaled and added in float32. x is rounded to half per chunk, once for all the rows a warp
-// handles (ROWS), and pre-scaled (XS) so a chunk's half sums stay far from half's range limit.
+// Integer schemes multiply on the integer units: x is first rounded to int8 per block of 32
+// (quantize_x in elementwise.cu: a scale and the block's float sum), and dp4a adds four code·x
+// products per instruction. The host reorders int4 and int2 codes inside each 32-bit word so that
+// one mask (and shift) puts four consecutive k in the four bytes: a word of int4 codes costs two
+// LOP3s, one shift and two dp4a for 8 weights. Per block: w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
 //
-// Scales: int schemes one half2 (scale, offset) per row and group; fp8 one float per 128×128 block.
+// fp8 uses half arithmetic: codes become half by moving bits (value / 256), x is rounded to half
+// per chunk once for all the rows a warp handles, products are summed in half2 over one chunk of
+// 16, then scaled and added in float32.
+//
+// Weights keep the engine layout of src/quant/quantized-weight.ts otherwise. Scales: integer
+// schemes one half2 (scale, offset) per row and group; fp8 one float per 128×128 block.
 
 #ifndef QFMT
 #define QFMT 1
 #endif
-#define ROWS 2  // weight rows per warp, sharing each converted chunk of x
+#define ROWS 2  // weight rows per warp, sharing each load of x
+#ifndef QDEPTH
+#define QDEPTH 2  // chunks per row each lane keeps in flight
+#endif
 constexpr int kQWarps = 8;
 
 #if QFMT == 2
@@ -29,19 +36,6 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #endif
 #define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
 
-#if QFMT == 0
-#define XS (1.0f / 128.0f)
-#elif QFMT == 1
-#define XS (1.0f / 16.0f)
-#else
-#define XS 1.0f
-#endif
-
-__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
-  u32 r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
   u32 r;
   asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
@@ -73,37 +67,27 @@ __device__ __forceinline__ chunk_t load_chunk(const chunk_t* p) {
 }
 __device__ __forceinline__ u32 word(const chunk_t& c, int i) { return reinterpret_cast<const u32*>(&c)[i]; }
 
-// Pair j (k = 2j, 2j + 1) of a 32-bit word of codes, as half2 of the code values.
-__device__ __forceinline__ u32 code_pair(u32 w, int j) {
+// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, from the host's order.
+__device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
 #if QFMT == 0
-  // int8: bytes biased to unsigned, placed under 0x64 (1024 + u as half), minus 1152.
-  const u32 u = w ^ 0x80808080u;
-  const u32 p = __byte_perm(u, 0x64646464u, j == 0 ? 0x4140 : 0x4342);
-  return hsub2(p, 0x64806480u);
+  return (int)word(c, q);  // int8: bytes in k order
 #elif QFMT == 1
-  // int4: nibbles reordered by the host so that mask 0x000F000F at shift 4j gives k = 2j, 2j + 1.
-  return hsub2(((w >> (4 * j)) & 0x000F000Fu) | 0x64006400u, 0x64006400u);
+  // int4 word i holds k = 8i + b in the low nibble of byte b and k = 8i + 4 + b in the high one.
+  const u32 w = word(c, q >> 1);
+  return (int)((q & 1 ? w >> 4 : w) & 0x0F0F0F0Fu);
 #elif QFMT == 2
-  // int2: codes reordered so that mask 0x00030003 at shift 2j gives k = 2j, 2j + 1.
-  return hsub2(((w >> (2 * j)) & 0x00030003u) | 0x64006400u, 0x64006400u);
+  // int2 word i holds k = 16i + 4s + b in bits 2s..2s+1 of byte b.
+  return (int)((word(c, q >> 2) >> (2 * (q & 3))) & 0x03030303u);
 #else
-  // fp8 e4m3: sign and 7 magnitude bits moved into half's places, which reads as value / 256.
-  const u32 t = __byte_perm(w, 0u, j == 0 ? 0x4140 : 0x4342);  // bytes 2j, 2j+1 in each half's low byte
-  return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
+  return 0;
 #endif
 }
-#define PAIRS_PER_WORD (QFMT == 1 ? 4 : QFMT == 2 ? 8 : 2)
 
-// The half2 sum of code · (x · XS) over one chunk, for one weight row.
-__device__ __forceinline__ u32 chunk_dot(const chunk_t& c, const u32 (&xh)[CHUNK_K / 2]) {
-  u32 acc = 0u;
-#pragma unroll
-  for (int i = 0; i < CHUNK_WORDS; i++) {
-    const u32 w = word(c, i);
-#pragma unroll
-    for (int j = 0; j < PAIRS_PER_WORD; j++) acc = hfma2(code_pair(w, j), xh[i * PAIRS_PER_WORD + j], acc);
-  }
-  return acc;
+// fp8 e4m3 codes 2j, 2j + 1 of a word as half2: sign and magnitude bits moved into half's places,
+// which reads as value / 256 (exact, subnormals included).
+__device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
+  const u32 t = __byte_perm(w, 0u, j == 0 ? 0x4140 : 0x4342);  // bytes 2j, 2j+1 in each half's low byte
+  return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
 }
 
 // Scale (and offset) of the group holding chunk c of row r: w = code · s + o.
@@ -114,51 +98,87 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
                 0.0f};
 #else
   const int groups = K / group;
-  const u32 so = reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group];
-  const float2 f = h2_to_f32x2(so);
-  return float2{f.x / XS, f.y};  // the scale undoes x's pre-scaling
+  return h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
 #endif
 }
+
+// x as the kernels read it: float32 rows, and for the integer schemes int8 rows with one
+// (scale, sum) per block of 32 (quantize_x).
+struct XRows {
+  const float* f;
+  const int* q;
+  const float2* qs;
+};
 
 // acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
 template <int M>
 __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
-                                          const float* __restrict__ x, int K, int group,
-                                          int part, int split, bool valid, float (&acc)[ROWS][M]) {
+                                          const XRows& x, int K, int group, int part, int split, bool valid,
+                                          float (&acc)[ROWS][M]) {
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
   const int first = lane + 32 * part, stride = 32 * split;
-  chunk_t pre[ROWS];
+  // QDEPTH chunks of each row in flight per lane; the first ones are loaded before pdl_wait().
+  chunk_t pre[QDEPTH][ROWS];
 #pragma unroll
-  for (int r = 0; r < ROWS; r++) pre[r] = first < chunks ? load_chunk(wr[r] + first) : chunk_t{};
+  for (int d = 0; d < QDEPTH; d++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+      pre[d][r] = first + d * stride < chunks ? load_chunk(wr[r] + first + d * stride) : chunk_t{};
   pdl_start();
-  for (int c = first; c < chunks; c += stride) {
+  for (int c0 = first; c0 < chunks; c0 += QDEPTH * stride) {
+#pragma unroll
+    for (int d = 0; d < QDEPTH; d++) {
+    const int c = c0 + d * stride;
+    if (c >= chunks) break;
     chunk_t cur[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-      cur[r] = pre[r];
-      if (c + stride < chunks) pre[r] = load_chunk(wr[r] + c + stride);
+      cur[r] = pre[d][r];
+      if (c + QDEPTH * stride < chunks) pre[d][r] = load_chunk(wr[r] + c + QDEPTH * stride);
     }
     float2 s[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) s[r] = group_scale(sc[r], row[r], c, K, group);
 #pragma unroll
     for (int m = 0; m < M; m++) {
-      const float4* xv = reinterpret_cast<const float4*>(x + (size_t)m * K + c * CHUNK_K);
+#if QFMT == 3
+      const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
       u32 xh[CHUNK_K / 2];
-      float xsum = 0.0f;
 #pragma unroll
       for (int i = 0; i < CHUNK_K / 4; i++) {
         const float4 v = xv[i];
-        xh[2 * i] = f32x2_to_h2(v.x * XS, v.y * XS);
-        xh[2 * i + 1] = f32x2_to_h2(v.z * XS, v.w * XS);
-        xsum += (v.x + v.y) + (v.z + v.w);
+        xh[2 * i] = f32x2_to_h2(v.x, v.y);
+        xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
       }
 #pragma unroll
       for (int r = 0; r < ROWS; r++) {
-        const float2 d = h2_to_f32x2(chunk_dot(cur[r], xh));
-        acc[r][m] += (d.x + d.y) * s[r].x + s[r].y * xsum;
+        u32 dot = 0u;
+#pragma unroll
+        for (int i = 0; i < CHUNK_WORDS; i++)
+#pragma unroll
+          for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(cur[r], i), j), xh[2 * i + j], dot);
+        const float2 f = h2_to_f32x2(dot);
+        acc[r][m] += (f.x + f.y) * s[r].x;
       }
+#else
+      const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
+      int xq[CHUNK_K / 4];
+#pragma unroll
+      for (int i = 0; i < CHUNK_K / 16; i++) {
+        const int4 v = xv[i];
+        xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
+      }
+      const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) {
+        int dot = 0;
+#pragma unroll
+        for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(cur[r], q), xq[q], dot);
+        acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
+      }
+#endif
+    }
     }
   }
 #pragma unroll
@@ -199,8 +219,7 @@ struct QSegments {
 };
 
 template <int M>
-__device__ __forceinline__ void qgemv(const QSegments& s, const float* __restrict__ x, int K, int group,
-                                      int split) {
+__device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K, int group, int split) {
   const int warp = threadIdx.x >> 5;
   int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
   const int g0 = (s.n0 + ROWS - 1) / ROWS * ROWS, g1 = (s.n1 + ROWS - 1) / ROWS * ROWS;
@@ -247,7 +266,7 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const float* __restric
 // silu(x·Wg + bg) * (x·Wu + bu) for quantized gate and up (ROWS = 2: a gate row and its up row).
 template <int M>
 __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
-                                         const bf16_t* bg, const bf16_t* bu, const float* __restrict__ x,
+                                         const bf16_t* bg, const bf16_t* bu, const XRows& x,
                                          float* __restrict__ y, int N, int K, int group, int split) {
   const int warp = threadIdx.x >> 5;
   const int row = blockIdx.x * (kQWarps / split) + warp / split;
@@ -280,30 +299,37 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
     const int r = i / chunks, c = i % chunks;
     const chunk_t ch = w[i];
     const float2 s = group_scale(scales, r, c, K, group);
-    bf16_t* o = out + (size_t)r * K + c * CHUNK_K;
+    float v[CHUNK_K];
+#if QFMT == 3
 #pragma unroll
-    for (int wd = 0; wd < CHUNK_WORDS; wd++) {
-#pragma unroll
-      for (int j = 0; j < PAIRS_PER_WORD; j++) {
-        const float2 v = h2_to_f32x2(code_pair(word(ch, wd), j));
-        const int k = (wd * PAIRS_PER_WORD + j) * 2;
-        const u32 b = pack_bf16x2(v.x * XS * s.x + s.y, v.y * XS * s.x + s.y);
-        o[k] = (bf16_t)(b & 0xffff);
-        o[k + 1] = (bf16_t)(b >> 16);
-      }
+    for (int j = 0; j < CHUNK_K / 2; j++) {
+      const float2 f = h2_to_f32x2(fp8_pair(word(ch, j / 2), j % 2));
+      v[2 * j] = f.x * s.x, v[2 * j + 1] = f.y * s.x;
     }
+#else
+#pragma unroll
+    for (int q = 0; q < CHUNK_K / 4; q++) {
+      const int codes = code_quad(ch, q);
+#pragma unroll
+      for (int b = 0; b < 4; b++) v[4 * q + b] = (float)(signed char)(codes >> (8 * b)) * s.x + s.y;
+    }
+#endif
+    u32* o = reinterpret_cast<u32*>(out + (size_t)r * K + c * CHUNK_K);
+#pragma unroll
+    for (int k = 0; k < CHUNK_K; k += 2) o[k / 2] = pack_bf16x2(v[k], v[k + 1]);
   }
 }
 
 #define QGEMV(M)                                                                                          \
-  extern "C" __global__ void __launch_bounds__(256) qgemv_m##M(QSegments s, const float* x, int K, int group, \
-                                                               int split) {                               \
-    qgemv<M>(s, x, K, group, split);                                                                      \
+  extern "C" __global__ void __launch_bounds__(256)                                                       \
+      qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, int K, int group, int split) { \
+    qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                      \
   }                                                                                                       \
   extern "C" __global__ void __launch_bounds__(256) qgate_up_m##M(                                        \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,             \
-      const bf16_t* bu, const float* x, float* y, int N, int K, int group, int split) {                   \
-    qgate_up<M>(wg, wu, sg, su, bg, bu, x, y, N, K, group, split);                                        \
+      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group, \
+      int split) {                                                                                        \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs}, y, N, K, group, split);                        \
   }
 QGEMV(1)
 QGEMV(2)

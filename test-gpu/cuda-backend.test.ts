@@ -167,8 +167,9 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, 37) and the dequantize +
     for (const M of [1, 2, 3, 5, 8, 16, 37, 64, 100]) {
       fresh();
       const [xc, xg] = activation(M, 256);
-      // The GEMV sums in half precision per chunk; the tensor-core path rounds x to bf16.
-      const tol = M >= 64 ? 1e-2 : 3e-3;
+      // The tensor-core path rounds x to bf16; the fp8 GEMV sums in half precision per chunk; the
+      // integer GEMVs round x to int8 per block of 32.
+      const tol = M >= 64 ? 1e-2 : scheme === "fp8" ? 3e-3 : 1.5e-2;
       const what = `${scheme} g${group} M=${M}`;
       compare(`linear+bias ${what}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), tol);
       const many = gpu.linearMany(xg, [wg, kg, ug], [undefined, undefined, bg]);

@@ -7,13 +7,15 @@ import { schemeBits, type QuantScheme } from "../src/quant/quantized-weight.js";
 const seed = Date.now() % 1e9;
 const rng = new Rng(seed);
 
-/** Code k of a row as the GEMV kernel reads it: pair j of a word = bits at positions j and j + half. */
+/** Code k of a row as the GEMV kernel reads it: byte b of quad q (four consecutive k) of a word. */
 function kernelCode(words: Uint32Array, bits: number, k: number): number {
   const perWord = 32 / bits;
   const word = words[Math.floor(k / perWord)];
   const i = k % perWord;
-  const position = (i % 2 === 0 ? 0 : perWord / 2) + Math.floor(i / 2);
-  return (word >>> (position * bits)) & ((1 << bits) - 1);
+  const quad = Math.floor(i / 4);
+  const b = i % 4;
+  // int4: quad 0 = low nibbles, quad 1 = high nibbles; int2: quad s = bits 2s..2s+1 of each byte.
+  return (word >>> (8 * b + quad * bits)) & ((1 << bits) - 1);
 }
 
 for (const scheme of ["int4", "int2"] as QuantScheme[]) {

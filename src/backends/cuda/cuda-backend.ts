@@ -396,6 +396,7 @@ export class CudaBackend implements Backend {
       if (!qg || !qu || qg.scheme !== qu.scheme || qg.groupSize !== qu.groupSize) {
         return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
       }
+      const xq = this.int8Rows(x, qg);
       for (let r = 0; r < x.rows; r += 16) {
         const m = Math.min(16, x.rows - r);
         const split = this.gemvSplit(N);
@@ -411,6 +412,8 @@ export class CudaBackend implements Backend {
             { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
             { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
             { ptr: (x as CudaTensor).ptr + r * K * 4 },
+            { ptr: xq.q && xq.q + r * K },
+            { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
             { ptr: out.ptr + r * N * 4 },
             { i32: N },
             { i32: K },
@@ -479,6 +482,7 @@ export class CudaBackend implements Backend {
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
+    const xq = this.int8Rows(x, q!);
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
       const seg = new DataView(new ArrayBuffer(112));
@@ -497,6 +501,8 @@ export class CudaBackend implements Backend {
         [
           { bytes: new Uint8Array(seg.buffer) },
           { ptr: (x as CudaTensor).ptr + r * K * 4 },
+          { ptr: xq.q && xq.q + r * K },
+          { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
           { i32: K },
           { i32: q!.groupSize },
           { i32: split },
@@ -505,6 +511,23 @@ export class CudaBackend implements Backend {
       );
     }
     return outs;
+  }
+
+  /**
+   * x rounded to int8 per block of 32, with a (scale, sum) per block, for the integer-weight GEMV
+   * (kernels/qgemv.cu); fp8 weights read x as it is (null pointers).
+   */
+  private int8Rows(x: Tensor, q: DeviceQuant): { q: DevicePtr; scales: DevicePtr } {
+    if (q.scheme === "fp8") return { q: 0, scales: 0 };
+    const n = x.rows * x.cols;
+    const out = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
+    this.launch("quantize_x", [x.rows, Math.ceil(x.cols / 256), 1], 256, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: out.q },
+      { ptr: out.scales },
+      { i32: x.cols },
+    ]);
+    return out;
   }
 
   /**

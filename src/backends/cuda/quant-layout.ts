@@ -1,9 +1,10 @@
 /**
  * The GPU's copy of a quantized weight (kernels/qgemv.cu). Codes keep the engine layout
  * (src/quant/quantized-weight.ts) except inside each 32-bit word of int4 and int2 codes, where
- * they are reordered so that one mask and shift yields two neighbouring k as a half2: position j
- * of the word holds k = 2j and position j + half holds k = 2j + 1. Integer schemes keep one
- * half2 (scale, offset) per row and group; fp8 keeps its float32 block scales.
+ * they are reordered so that one mask (and shift) puts four consecutive k in the word's four
+ * bytes, ready for dp4a: int4 byte b holds k = b (low nibble) and k = 4 + b (high nibble); int2
+ * byte b holds k = 4s + b in bits 2s..2s+1. Integer schemes keep one half2 (scale, offset) per
+ * row and group; fp8 keeps its float32 block scales.
  */
 import { TachyonError } from "../../errors.js";
 import { float32ToF16Bits } from "../../model/dtype.js";
@@ -29,7 +30,9 @@ export function checkDeviceSupport(name: string, w: QuantizedWeight): void {
       "unsupported",
     );
   };
-  if (w.cols % chunk !== 0) fail(`the CUDA kernels need the input size to be a multiple of ${chunk}`);
+  // Integer schemes read x rounded to int8 in blocks of 32.
+  const multiple = w.scheme === "fp8" ? chunk : 32;
+  if (w.cols % multiple !== 0) fail(`the CUDA kernels need the input size to be a multiple of ${multiple}`);
   if (w.scheme === "fp8") {
     if (w.groupRows !== 128 || w.groupSize !== 128)
       fail("the CUDA kernels read 128×128 fp8 block scales only");
@@ -44,19 +47,19 @@ export function deviceLayout(name: string, w: QuantizedWeight): DeviceQuantLayou
   let codes = w.codes;
   if (bits < 8) {
     const perWord = 32 / bits;
-    const half = perWord / 2;
     const mask = (1 << bits) - 1;
     const src = new Uint32Array(
       w.codes.buffer.slice(w.codes.byteOffset, w.codes.byteOffset + w.codes.byteLength),
     );
     const dst = new Uint32Array(src.length);
+    // Where code k of a word goes: int4 nibble 2b (+1 for the upper four), int2 slot 4b + s.
+    const target = Array.from({ length: perWord }, (_, k) =>
+      bits === 4 ? 2 * (k % 4) + (k >> 2) : 4 * (k % 4) + (k >> 2),
+    );
     for (let i = 0; i < src.length; i++) {
       const word = src[i];
       let out = 0;
-      for (let j = 0; j < half; j++) {
-        out |= ((word >>> (2 * j * bits)) & mask) << (j * bits);
-        out |= ((word >>> ((2 * j + 1) * bits)) & mask) << ((j + half) * bits);
-      }
+      for (let k = 0; k < perWord; k++) out |= ((word >>> (k * bits)) & mask) << (target[k] * bits);
       dst[i] = out >>> 0;
     }
     codes = new Uint8Array(dst.buffer);
