@@ -65,6 +65,17 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(t);
 }
 
+// Rounds a block of 32 values held one per lane (element i of lane, i % 32 == lane) to int8 for
+// the integer-weight GEMV: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
+// Every lane of the warp must call it.
+__device__ __forceinline__ void quantize32(float v, signed char* __restrict__ q, float2* __restrict__ qs,
+                                           size_t i) {
+  const float amax = warp_max(fabsf(v)), sum = warp_sum(v);
+  const float s = amax / 127.0f;
+  q[i] = amax > 0.0f ? (signed char)__float2int_rn(v / s) : 0;
+  if ((threadIdx.x & 31) == 0) qs[i / 32] = float2{s, sum};
+}
+
 // Block-wide argmax of (value, index) pairs, ties to the lower index; every thread gets it.
 __device__ __forceinline__ void warp_argmax(float& best, int& idx) {
 #pragma unroll

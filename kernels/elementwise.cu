@@ -58,8 +58,8 @@ extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned l
   }
 }
 
-// x rounded to int8 per block of 32 (for the integer-weight GEMV): q = round(x / s) with
-// s = max |x| / 127, and (s, sum of x) per block. grid (rows, ceil(K / 256)), 256 threads: a warp
+// x rounded to int8 per block of 32 (quantize32) for the integer-weight GEMV, where the kernel
+// that made x did not do it already. grid (rows, ceil(K / 256)), 256 threads: a warp
 // per block. K % 32 == 0.
 extern "C" __global__ void quantize_x(const float* __restrict__ x, signed char* __restrict__ q,
                                       float2* __restrict__ qs, int K) {
@@ -67,11 +67,7 @@ extern "C" __global__ void quantize_x(const float* __restrict__ x, signed char* 
   const int block = blockIdx.y * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (block * 32 >= K) return;
   const size_t i = (size_t)blockIdx.x * K + block * 32 + lane;
-  const float v = x[i];
-  const float amax = warp_max(fabsf(v)), sum = warp_sum(v);
-  const float s = amax / 127.0f;
-  q[i] = amax > 0.0f ? (signed char)__float2int_rn(v / s) : 0;
-  if (lane == 0) qs[i / 32] = float2{s, sum};
+  quantize32(x[i], q, qs, i);
 }
 
 // Random 32-bit words under a mask (codes of random quantized weights).

@@ -19,9 +19,7 @@
 #define QFMT 1
 #endif
 #define ROWS 2  // weight rows per warp, sharing each load of x
-#ifndef QDEPTH
-#define QDEPTH 2  // chunks per row each lane keeps in flight
-#endif
+
 constexpr int kQWarps = 8;
 
 #if QFMT == 2
@@ -35,6 +33,11 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #define CHUNK_K 16
 #endif
 #define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
+// Chunks per row each lane keeps in flight (measured on the H100: 1 for 32-weight chunks, whose
+// decoding takes longer, 2 for 16-weight chunks; scripts/gpu-tune-qgemv.sh).
+#ifndef QDEPTH
+#define QDEPTH (CHUNK_K == 32 ? 1 : 2)
+#endif
 
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
   u32 r;
@@ -129,56 +132,56 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
   for (int c0 = first; c0 < chunks; c0 += QDEPTH * stride) {
 #pragma unroll
     for (int d = 0; d < QDEPTH; d++) {
-    const int c = c0 + d * stride;
-    if (c >= chunks) break;
-    chunk_t cur[ROWS];
+      const int c = c0 + d * stride;
+      if (c >= chunks) break;
+      chunk_t cur[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-      cur[r] = pre[d][r];
-      if (c + QDEPTH * stride < chunks) pre[d][r] = load_chunk(wr[r] + c + QDEPTH * stride);
-    }
-    float2 s[ROWS];
+      for (int r = 0; r < ROWS; r++) {
+        cur[r] = pre[d][r];
+        if (c + QDEPTH * stride < chunks) pre[d][r] = load_chunk(wr[r] + c + QDEPTH * stride);
+      }
+      float2 s[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++) s[r] = group_scale(sc[r], row[r], c, K, group);
+      for (int r = 0; r < ROWS; r++) s[r] = group_scale(sc[r], row[r], c, K, group);
 #pragma unroll
-    for (int m = 0; m < M; m++) {
+      for (int m = 0; m < M; m++) {
 #if QFMT == 3
-      const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
-      u32 xh[CHUNK_K / 2];
+        const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
+        u32 xh[CHUNK_K / 2];
 #pragma unroll
-      for (int i = 0; i < CHUNK_K / 4; i++) {
-        const float4 v = xv[i];
-        xh[2 * i] = f32x2_to_h2(v.x, v.y);
-        xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
-      }
+        for (int i = 0; i < CHUNK_K / 4; i++) {
+          const float4 v = xv[i];
+          xh[2 * i] = f32x2_to_h2(v.x, v.y);
+          xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
+        }
 #pragma unroll
-      for (int r = 0; r < ROWS; r++) {
-        u32 dot = 0u;
+        for (int r = 0; r < ROWS; r++) {
+          u32 dot = 0u;
 #pragma unroll
-        for (int i = 0; i < CHUNK_WORDS; i++)
+          for (int i = 0; i < CHUNK_WORDS; i++)
 #pragma unroll
-          for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(cur[r], i), j), xh[2 * i + j], dot);
-        const float2 f = h2_to_f32x2(dot);
-        acc[r][m] += (f.x + f.y) * s[r].x;
-      }
+            for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(cur[r], i), j), xh[2 * i + j], dot);
+          const float2 f = h2_to_f32x2(dot);
+          acc[r][m] += (f.x + f.y) * s[r].x;
+        }
 #else
-      const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
-      int xq[CHUNK_K / 4];
+        const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
+        int xq[CHUNK_K / 4];
 #pragma unroll
-      for (int i = 0; i < CHUNK_K / 16; i++) {
-        const int4 v = xv[i];
-        xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
-      }
-      const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
+        for (int i = 0; i < CHUNK_K / 16; i++) {
+          const int4 v = xv[i];
+          xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
+        }
+        const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
 #pragma unroll
-      for (int r = 0; r < ROWS; r++) {
-        int dot = 0;
+        for (int r = 0; r < ROWS; r++) {
+          int dot = 0;
 #pragma unroll
-        for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(cur[r], q), xq[q], dot);
-        acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
-      }
+          for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(cur[r], q), xq[q], dot);
+          acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
+        }
 #endif
-    }
+      }
     }
   }
 #pragma unroll

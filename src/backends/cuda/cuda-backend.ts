@@ -35,7 +35,15 @@ interface DeviceQuant {
   scales: DevicePtr;
 }
 
+/** Activations rounded to int8 per block of 32, with a (scale, sum) float2 per block. */
+interface Int8Rows {
+  q: DevicePtr;
+  scales: DevicePtr;
+}
+
 export class CudaTensor implements Tensor {
+  /** The int8 copy its producer made for an integer-weight GEMV, if it made one. */
+  int8?: Int8Rows;
   constructor(
     readonly rows: number,
     readonly cols: number,
@@ -129,6 +137,8 @@ export class CudaBackend implements Backend {
   /** Elements of the largest quantized weight: the size of the bf16 dequantization scratch. */
   private largestQuantized = 0;
   private dequantScratch: DevicePtr | null = null;
+  /** Whether any weight is of an integer scheme: producers then also write int8 activations. */
+  private intWeights = false;
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
@@ -210,6 +220,7 @@ export class CudaBackend implements Backend {
     const scales = this.ctx.alloc(layout.scales.byteLength, `loading ${name} (scales)`);
     this.ctx.upload(scales, layout.scales);
     this.largestQuantized = Math.max(this.largestQuantized, w.rows * w.cols);
+    this.intWeights ||= w.scheme !== "fp8";
     return new CudaTensor(w.rows, w.cols, codes, { scheme: w.scheme, groupSize: w.groupSize, scales });
   }
 
@@ -249,6 +260,7 @@ export class CudaBackend implements Backend {
       : float32ToF16Bits(scale) | (float32ToF16Bits(dist.mean - codeMean * scale) << 16);
     this.ctx.fill32(scales, bits, groups);
     this.largestQuantized = Math.max(this.largestQuantized, rows * cols);
+    this.intWeights ||= !fp8;
     return new CudaTensor(rows, cols, codes, { scheme, groupSize: group, scales });
   }
 
@@ -332,12 +344,15 @@ export class CudaBackend implements Backend {
     const out = this.tensor(x.rows, x.cols);
     const group = weight.cols;
     const groups = (x.rows * x.cols) / group;
+    const q = group === x.cols ? this.int8For(out) : undefined;
     this.launch("rmsnorm", [groups, 1, 1], this.normThreads(group), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (weight as CudaTensor).ptr },
       { ptr: out.ptr },
       { i32: group },
       { f32: eps },
+      { ptr: q?.q ?? 0 },
+      { ptr: q?.scales ?? 0 },
     ]);
     return out;
   }
@@ -514,11 +529,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Space for an int8 copy of `out` that its producing kernel fills, when the model has
+   * integer weights (so the GEMV that reads it needs no quantize_x launch) and rows split into
+   * blocks of 32; undefined otherwise.
+   */
+  private int8For(out: CudaTensor): Int8Rows | undefined {
+    if (!this.intWeights || out.cols % 32 !== 0) return undefined;
+    const n = out.rows * out.cols;
+    out.int8 = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
+    return out.int8;
+  }
+
+  /**
    * x rounded to int8 per block of 32, with a (scale, sum) per block, for the integer-weight GEMV
    * (kernels/qgemv.cu); fp8 weights read x as it is (null pointers).
    */
-  private int8Rows(x: Tensor, q: DeviceQuant): { q: DevicePtr; scales: DevicePtr } {
+  private int8Rows(x: Tensor, q: DeviceQuant): Int8Rows {
     if (q.scheme === "fp8") return { q: 0, scales: 0 };
+    const made = (x as CudaTensor).int8;
+    if (made) return made;
     const n = x.rows * x.cols;
     const out = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
     this.launch("quantize_x", [x.rows, Math.ceil(x.cols / 256), 1], 256, [
@@ -605,6 +634,7 @@ export class CudaBackend implements Backend {
   addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
     const sum = this.tensor(x.rows, x.cols);
     const normed = this.tensor(x.rows, x.cols);
+    const q = this.int8For(normed);
     this.launch("add_rmsnorm", [x.rows, 1, 1], this.normThreads(x.cols), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (delta as CudaTensor).ptr },
@@ -613,6 +643,8 @@ export class CudaBackend implements Backend {
       { ptr: normed.ptr },
       { i32: x.cols },
       { f32: eps },
+      { ptr: q?.q ?? 0 },
+      { ptr: q?.scales ?? 0 },
     ]);
     return [sum, normed];
   }
@@ -696,6 +728,7 @@ export class CudaBackend implements Backend {
       { f32: 1 / Math.sqrt(p.headDim) },
     ]);
     const out = this.tensor(M, p.numHeads * p.headDim);
+    const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
     this.launch("attention_combine", [M, p.numHeads, 1], p.headDim, [
       { ptr: partMax },
       { ptr: partSum },
@@ -703,6 +736,8 @@ export class CudaBackend implements Backend {
       { ptr: out.ptr },
       { i32: p.numHeads },
       { i32: splits },
+      { ptr: int8?.q ?? 0 },
+      { ptr: int8?.scales ?? 0 },
     ]);
     return out;
   }
