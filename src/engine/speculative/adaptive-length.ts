@@ -5,10 +5,11 @@
  *   E(k) / cost(k),   E(k) = 1 + Σ_{i ≤ k} α_1 · … · α_i
  *
  * where α_i is the observed rate at which proposal i is accepted given that proposals 1..i−1
- * were, and cost(k) the measured time of steps that verified k proposals. Both forget slowly, so
- * the length follows the text (repetitive stretches speculate further), and a length nobody has
- * measured is assumed cheap (a GPU verify step of a few rows costs about one decode step): it
- * gets tried once it looks best, and its real cost is learnt.
+ * were, and cost(k) the measured time of steps that verified k proposals (lengths not measured
+ * yet are read off a line through the measured ones). Acceptance forgets slowly, so the length
+ * follows the text (repetitive stretches speculate further) and drifts back to trying again after
+ * a bad stretch. Before any measurement a proposed row is assumed cheap, as on a GPU, where a verify
+ * step of a few rows costs about one decode step.
  */
 
 /** Weight each observation keeps per later step: a memory of about 20 steps. */
@@ -37,9 +38,13 @@ export class SpeculationLength {
     this.seen = new Array<number>(max + 1).fill(0);
   }
 
-  /** Acceptance rate of proposal i given the ones before it, with a prior of one hit in two tries. */
+  /**
+   * Acceptance rate of proposal i given the ones before it. The prior (worth two tries) is the
+   * rate of the proposal before, since neighbours accept alike; 1/2 for the first.
+   */
   rate(i: number): number {
-    return (this.hits[i] + 1) / (this.tries[i] + 2);
+    const prior = i === 0 ? 0.5 : this.rate(i - 1);
+    return (this.hits[i] + 2 * prior) / (this.tries[i] + 2);
   }
 
   /** The number of tokens to propose next. */
@@ -76,13 +81,30 @@ export class SpeculationLength {
     else if (this.seen[proposed] > 2) this.ms[proposed] += timeWeight * (ms - this.ms[proposed]);
   }
 
-  /** Step time for k proposals: measured, or assumed from the cheapest-looking measured length. */
+  /**
+   * Step time for k proposals: measured, or else read off a line a + b·k through the measured
+   * lengths (least squares; with one measured length the slope is assumed, with none the unit).
+   */
   private cost(k: number): number {
     if (this.seen[k] > 1) return this.ms[k];
-    let base = Infinity;
+    let n = 0;
+    let sk = 0;
+    let sm = 0;
+    let skk = 0;
+    let skm = 0;
     for (let j = 0; j <= this.max; j++) {
-      if (this.seen[j] > 1) base = Math.min(base, this.ms[j] / (1 + assumedRowCost * j));
+      if (this.seen[j] < 2) continue;
+      n++;
+      sk += j;
+      sm += this.ms[j];
+      skk += j * j;
+      skm += j * this.ms[j];
     }
-    return (base === Infinity ? 1 : base) * (1 + assumedRowCost * k);
+    if (n === 0) return 1 + assumedRowCost * k;
+    const spread = n * skk - sk * sk;
+    if (spread === 0) return (sm / (1 + assumedRowCost * sk)) * (1 + assumedRowCost * k);
+    const slope = Math.max(0, (n * skm - sk * sm) / spread);
+    const intercept = Math.max((sm - slope * sk) / n, Number.MIN_VALUE);
+    return intercept + slope * k;
   }
 }
