@@ -42,7 +42,7 @@ export function createSpeculation(
     !(Number.isInteger(maxTokens) && maxTokens >= 1 && maxTokens <= maxSpecTokens)
   ) {
     throw new TachyonError(
-      `the speculation length must be an integer in [1, ${maxSpecTokens}], got ${maxTokens}`,
+      `the speculation length (--spec-k, speculation.maxTokens) must be an integer in [1, ${maxSpecTokens}], got ${maxTokens}`,
       "argument",
     );
   }
