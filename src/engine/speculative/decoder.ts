@@ -103,7 +103,7 @@ export class SpeculativeDecoder {
     return { tokens: produced, logits: rows };
   }
 
-  /** Returns what the proposer holds. */
+  /** Releases what the proposer holds. */
   close(): void {
     this.speculation?.proposer.close?.();
   }
@@ -121,8 +121,7 @@ export class SpeculativeDecoder {
 
   /** Lets the proposer follow the target step whose rows [start, start + kept) were kept. */
   private observe(start: number, kept: number): void {
-    const observe = this.speculation?.proposer.observe;
-    if (!observe) return;
-    observe.call(this.speculation!.proposer, this.tokens, { start, kept, hidden: this.executor.lastHidden });
+    const proposer = this.speculation?.proposer;
+    proposer?.observe?.(this.tokens, { start, kept, hidden: this.executor.lastHidden });
   }
 }
