@@ -18,6 +18,7 @@ import { schemeBits, type QuantScheme } from "../quant/quantized-weight.js";
 import type { ModelConfig } from "../model/config.js";
 import type { ModelWeights } from "../model/transformer.js";
 import { profilingBackend, type OpProfile } from "../backends/cuda/profile.js";
+import { benchSpeculation, type SpecBenchResult } from "./bench-spec.js";
 
 export interface BenchResult {
   shape: string;
@@ -40,7 +41,8 @@ export interface BenchResult {
   ttft_prompt_tokens: number | null;
   /** Time of one step of M rows of one sequence, all rows' logits kept (a verify step), by M. */
   verify_step_ms: Record<string, number> | null;
-  spec: null;
+  /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
+  spec: SpecBenchResult | null;
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -56,6 +58,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
       profile: { type: "boolean", default: false },
       weights: { type: "string", default: "bf16" },
       "verify-rows": { type: "string", default: "" },
+      spec: { type: "string", default: "none" },
+      "spec-accepted": { type: "string", default: "1,2,3,4" },
     },
     strict: true,
   });
@@ -70,6 +74,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const genTokens = Number(values["gen-tokens"]);
   const ttftTokens = Number(values["ttft-tokens"]);
   const verifyRows = values["verify-rows"] ? values["verify-rows"].split(",").map(Number) : [];
+  const specLengths = acceptedLengths(values.spec, values["spec-accepted"]);
   const context = Math.max(promptTokens + genTokens, ttftTokens, 128 + Math.max(0, ...verifyRows)) + 16;
   const cfg = parseConfig(configJson({ ...shape, maxPositions: context }));
   const { backend, note } = createBackend(values.device as Device, cfg);
@@ -121,7 +126,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     ttft_ms: ttftMs,
     ttft_prompt_tokens: ttftTokens > 0 ? ttftTokens : null,
     verify_step_ms: verifyMs,
-    spec: null,
+    spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
   };
   const line = JSON.stringify(result, null, 2);
   process.stdout.write(line + "\n");
@@ -139,6 +144,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
         : "") +
       "\n",
   );
+  if (result.spec) printSpec(result.spec);
   if (values.out) fs.writeFileSync(values.out, line + "\n");
   if (values.profile && gpu) profileSteps(gpu, cfg, weights, randomIds(512));
   return 0;
@@ -179,6 +185,38 @@ function weightBytes(cfg: ModelConfig, elemBytes: number, quant: RandomQuant | n
     bytes += (n * schemeBits[quant.scheme]) / 8 + 4 * groups;
   }
   return bytes;
+}
+
+/** The accepted lengths --spec oracle measures, or null without speculation. */
+function acceptedLengths(method: string | undefined, list: string | undefined): number[] | null {
+  if (method === "none") return null;
+  if (method !== "oracle") {
+    throw new TachyonError(`bench --spec must be oracle or none, got "${method}"`, "argument");
+  }
+  const lengths = (list ?? "").split(",").map(Number);
+  if (!lengths.every((L) => Number.isInteger(L) && L >= 1 && L <= 15)) {
+    throw new TachyonError(
+      `--spec-accepted needs integers in [1, 15] separated by commas, got "${list}"`,
+      "argument",
+    );
+  }
+  return lengths;
+}
+
+function printSpec(s: SpecBenchResult): void {
+  process.stderr.write(
+    `speculation (oracle proposals, all accepted): 1-token step ${s.one_token_step_ms.toFixed(2)} ms, ` +
+      `${s.plain_decode_tok_s.toFixed(1)} tok/s plain\n`,
+  );
+  s.accepted_length.forEach((L, i) => {
+    process.stderr.write(
+      `  L=${L}: ${s.tokens_per_step[i].toFixed(2)} tokens/step, ${s.decode_tok_s[i].toFixed(1)} tok/s ` +
+        `(${s.speedup[i].toFixed(2)}x), verify step ${s.verify_step_ms[i].toFixed(2)} ms = ` +
+        `${s.verify_step_relative[i].toFixed(2)}x a 1-token step` +
+        (s.greedy_equal[i] ? "" : ", output differs from plain greedy decoding") +
+        "\n",
+    );
+  });
 }
 
 /**

@@ -7,7 +7,7 @@
 import { TachyonError } from "../errors.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
-import type { ModelExecutor } from "./executor.js";
+import { prefillChunk, type ModelExecutor } from "./executor.js";
 import {
   logSoftmaxAt,
   Sampler,
@@ -15,7 +15,12 @@ import {
   validateSamplingParams,
   type SamplingParams,
 } from "./sampling.js";
+import { SpeculativeDecoder, type DecodeMode, type StepTokens } from "./speculative/decoder.js";
+import { createSpeculation, type SpeculationOptions } from "./speculative/options.js";
+import type { SpeculationStats } from "./speculative/stats.js";
 import { StopStringMatcher } from "./stop-strings.js";
+
+export type { SpeculationOptions, SpeculationStats };
 
 export interface GenerateOptions extends Partial<SamplingParams> {
   /** Most tokens to generate (default: up to the context limit). */
@@ -28,6 +33,8 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   /** Report each token's log-probability and this many top alternatives (0 = the token's only). */
   logprobs?: number;
   signal?: AbortSignal;
+  /** Speculative decoding: propose tokens and verify several per step (output unchanged). */
+  speculation?: SpeculationOptions;
 }
 
 export interface TokenLogprob {
@@ -60,10 +67,9 @@ export interface GenerationResult {
   totalMs: number;
   /** Tokens after the first, per second of decoding. */
   decodeTokensPerSecond: number;
+  /** What speculation achieved, when the request asked for it. */
+  speculation?: SpeculationStats;
 }
-
-/** Prompt rows per forward step: bounds activation memory on long prompts. */
-const prefillChunk = 256;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -97,7 +103,7 @@ export async function* generateTokens(
 
   const sampler = new Sampler(params, cfg.vocabSize);
   sampler.setPrompt(promptIds);
-  const decoder = new StreamDecoder(tokenizer, promptIds);
+  const detokenizer = new StreamDecoder(tokenizer, promptIds);
   const stops = new StopStringMatcher(options.stop ?? []);
   const seq = executor.newSequence();
   const start = performance.now();
@@ -107,40 +113,34 @@ export async function* generateTokens(
   let finishReason: FinishReason = "length";
   let matchedStopString = false;
 
+  // The token is chosen where the logits are: plain greedy by an argmax, anything else by the
+  // backend's sampler when it has one; only with logprobs do the logits come to the host.
+  // Speculative sampling needs the logits of the rows with proposals on the host too.
+  const plainGreedy =
+    params.temperature === 0 &&
+    params.repetitionPenalty === 1 &&
+    params.presencePenalty === 0 &&
+    params.frequencyPenalty === 0;
+  const mode: DecodeMode =
+    topN !== undefined ? "host" : plainGreedy ? "argmax" : executor.backend.sampleRows ? "device" : "host";
+  const speculation = options.speculation
+    ? createSpeculation(options.speculation, executor, tokenizer, seq)
+    : null;
+  const decoder = new SpeculativeDecoder(executor, seq, sampler, mode, promptIds, speculation);
   try {
-    // The token is chosen where the logits are: plain greedy by an argmax, anything else by the
-    // backend's sampler when it has one; only with logprobs do the logits come to the host.
-    const plainGreedy =
-      params.temperature === 0 &&
-      params.repetitionPenalty === 1 &&
-      params.presencePenalty === 0 &&
-      params.frequencyPenalty === 0;
-    const mode =
-      topN !== undefined ? "host" : plainGreedy ? "argmax" : executor.backend.sampleRows ? "device" : "host";
-    let logits: Float32Array = new Float32Array(0);
-    let deviceToken = 0;
-    const advance = (tokens: readonly number[]): void => {
-      if (mode === "argmax") [deviceToken] = executor.stepGreedy([{ seq, tokens }]);
-      else if (mode === "device")
-        [deviceToken] = executor.stepSample([{ seq, tokens }], [{ params, ...sampler.deviceDraw() }]);
-      else [logits] = executor.step([{ seq, tokens }]);
-    };
-    for (let i = 0; i < promptIds.length; i += prefillChunk) {
-      const chunk = promptIds.slice(i, i + prefillChunk);
-      if (i + prefillChunk >= promptIds.length) {
-        advance(chunk);
-      } else {
-        executor.stepGreedy([{ seq, tokens: chunk }]); // earlier chunks only fill the cache
-        await yieldToEventLoop();
-      }
+    for (let end = prefillChunk; end < promptIds.length; end += prefillChunk) {
+      decoder.fill(end); // earlier chunks only fill the cache
+      await yieldToEventLoop();
     }
+    let ready: StepTokens = decoder.step(maxTokens);
+    let next = 0;
     while (tokens.length < maxTokens) {
       if (options.signal?.aborted) {
         finishReason = "abort";
         break;
       }
-      const token = mode === "host" ? sampler.sample(logits) : deviceToken;
-      sampler.accept(token);
+      const logits = ready.logits?.[next];
+      const token = ready.tokens[next++];
       tokens.push(token);
       if (tokens.length === 1) firstTokenAt = performance.now();
       if (stopIds.has(token)) {
@@ -148,11 +148,11 @@ export async function* generateTokens(
         break;
       }
       const out: GeneratedToken = { token, text: "" };
-      if (topN !== undefined) {
+      if (topN !== undefined && logits) {
         out.logprob = logSoftmaxAt(logits, token);
         out.topLogprobs = topLogprobs(logits, topN).map((t) => ({ ...t, text: tokenizer.decode([t.token]) }));
       }
-      const visible = stops.push(decoder.push(token));
+      const visible = stops.push(detokenizer.push(token));
       out.text = visible.text;
       text += visible.text;
       yield out;
@@ -162,17 +162,21 @@ export async function* generateTokens(
         break;
       }
       if (tokens.length === maxTokens) break;
-      await yieldToEventLoop();
-      advance([token]);
+      if (next === ready.tokens.length) {
+        await yieldToEventLoop();
+        ready = decoder.step(maxTokens - tokens.length);
+        next = 0;
+      }
     }
     if (!matchedStopString) {
-      const tail = stops.push(decoder.flush()).text + stops.flush();
+      const tail = stops.push(detokenizer.flush()).text + stops.flush();
       if (tail) {
         text += tail;
         yield { token: null, text: tail };
       }
     }
   } finally {
+    decoder.close();
     seq.free();
   }
   const end = performance.now();
@@ -186,5 +190,6 @@ export async function* generateTokens(
     timeToFirstTokenMs: (firstTokenAt || end) - start,
     totalMs: end - start,
     decodeTokensPerSecond: tokens.length > 1 && decodeMs > 0 ? ((tokens.length - 1) * 1000) / decodeMs : 0,
+    ...(speculation && { speculation: decoder.counter.stats(options.speculation!.method) }),
   };
 }

@@ -49,6 +49,22 @@ export class SequenceKv {
     this.table = Int32Array.from(this.blocks);
   }
 
+  /**
+   * Forgets positions from `newLength` on (rejected speculative tokens) and returns the blocks no
+   * longer needed to the pool. The forgotten slots keep stale values that later writes overwrite;
+   * attention never reads past a row's own position, so they are never seen.
+   */
+  truncate(newLength: number): void {
+    if (!Number.isInteger(newLength) || newLength < 0 || newLength > this.length) {
+      throw new RangeError(`truncate: length ${newLength} is outside [0, ${this.length}]`);
+    }
+    this.length = newLength;
+    const needed = Math.ceil(newLength / this.blockSize);
+    if (needed === this.blocks.length) return;
+    this.allocator.release(this.blocks.splice(needed));
+    this.table = Int32Array.from(this.blocks);
+  }
+
   /** The cache slot of a position. */
   slot(position: number): number {
     return this.blocks[Math.floor(position / this.blockSize)] * this.blockSize + (position % this.blockSize);
