@@ -11,6 +11,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   node dist/src/cli/main.js run --device cuda --temperature 0 --max-tokens 48 2>&1 | tail -1
   node dist/src/cli/main.js run --device cuda --temperature 0.8 --top-p 0.95 --seed 1 --max-tokens 256 2>&1 | tail -1
   node dist/src/cli/main.js eval --device cuda --file test/fixtures/embedded/heldout-sample.txt --window 2048 --mtp-prompts 4 2>&1 | head -1
+  node scripts/spec-embedded.mjs --device cuda --out "$out/spec-embedded-cuda.json" 2>&1 | tail -12
 fi
 for shape in ${SHAPES:-llama-3.2-1b llama-3-8b}; do
   for w in ${WEIGHTS:-bf16}; do
