@@ -108,7 +108,10 @@ export class Scheduler {
       this.waiting.push(seq);
       streams.push(seq.stream());
     }
-    this.loop ??= this.run().finally(() => (this.loop = null));
+    // The loop starts on the next turn, so requests arriving together share its first step.
+    this.loop ??= yieldToEventLoop()
+      .then(() => this.run())
+      .finally(() => (this.loop = null));
     return streams;
   }
 
