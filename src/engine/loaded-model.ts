@@ -148,7 +148,7 @@ function makeExecutor(
   options: LoadOptions,
   weights: () => ModelWeights,
 ): ModelExecutor {
-  const kvTokens = Math.max(contextLength, options.kvCacheTokens ?? 0);
+  const kvTokens = options.kvCacheTokens ?? contextLength;
   // Fail before loading anything when the model cannot fit: weights, KV cache, activations.
   backend.checkCapacity?.(parameters, kvTokens, options.gpuMemoryFraction ?? 0.9);
   return new ModelExecutor(backend, config, weights(), { maxTokens: kvTokens, contextLength });

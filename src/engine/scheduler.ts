@@ -8,7 +8,7 @@
  */
 import { TachyonError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
-import type { ChoiceResult, ModelExecutor, StepInput, TokenChoice } from "./executor.js";
+import type { ChoiceResult, ModelExecutor, StepInput } from "./executor.js";
 import type { GeneratedToken, GenerateOptions, GenerationResult } from "./generate.js";
 import { Sequence } from "./sequence.js";
 import { generationSettings, type GenerationSettings } from "./sequence-output.js";
@@ -176,9 +176,10 @@ export class Scheduler {
     if (batch.length === 0) return false;
     let results: ChoiceResult[];
     try {
+      // Choices are made once the batch is final: a device draw takes a word from the sequence's seeded stream.
       results = this.executor.stepChoosing(
         batch.map((e) => e.input),
-        batch.map((e) => e.choice),
+        batch.map((e) => e.seq.choice(e.to)),
       );
     } catch (error) {
       // A step that fails ends the generations in it, never the scheduler.
@@ -201,8 +202,8 @@ export class Scheduler {
   }
 
   /** This step's rows: every decode row, then prompt chunks, within the token budget and the free blocks. */
-  private schedule(): { seq: Sequence; input: StepInput; choice: TokenChoice }[] {
-    const batch: { seq: Sequence; input: StepInput; choice: TokenChoice }[] = [];
+  private schedule(): { seq: Sequence; input: StepInput; to: number }[] {
+    const batch: { seq: Sequence; input: StepInput; to: number }[] = [];
     let budget = this.maxBatchTokens;
     const preempt = (victim: Sequence): void => {
       const at = batch.findIndex((e) => e.seq === victim);
@@ -221,7 +222,7 @@ export class Scheduler {
         if (victim === seq) return;
       }
       seq.kv.reserve(to);
-      batch.push({ seq, input: { seq: seq.kv, tokens: seq.tokens.slice(from, to) }, choice: seq.choice(to) });
+      batch.push({ seq, input: { seq: seq.kv, tokens: seq.tokens.slice(from, to) }, to });
       budget -= to - from;
     };
 
