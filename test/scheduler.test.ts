@@ -95,3 +95,19 @@ test("stepChoosing sends each row to its own mechanism and answers in input orde
     delete backend.sampleRows;
   }
 });
+
+test("a step that throws fails the generations in it, frees their blocks, and the scheduler goes on", async () => {
+  const model = await loadModel(draftDir, { device: "cpu" });
+  const executor = model.executor;
+  const scheduler = new Scheduler(executor, model.tokenizer);
+  const real = executor.stepChoosing;
+  executor.stepChoosing = () => {
+    executor.stepChoosing = real;
+    throw new Error("device lost");
+  };
+  const [failing] = scheduler.submit([1, 2, 3], { maxTokens: 4 });
+  await assert.rejects(drain(failing), /device lost/);
+  assert.equal(scheduler.stats().kvBlocksUsed, 0);
+  const [next] = scheduler.submit([1, 2, 3], { maxTokens: 4, ignoreEos: true });
+  assert.equal((await drain(next)).completionTokens, 4);
+});

@@ -10,7 +10,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import type { GeneratedToken, GenerationResult } from "../engine/generate.js";
 import { invalidField, toApiError } from "./api-error.js";
 import { parseCompletionRequest, type CompletionKind, type CompletionRequest } from "./completion-request.js";
-import { ChoiceLogprobs, ResponseFormat, type Usage } from "./completion-response.js";
+import { ChoiceLogprobs, ResponseFormat, type TokenLogprobs, type Usage } from "./completion-response.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { ModelRegistry, ServedModel } from "./model-registry.js";
 
@@ -67,15 +67,9 @@ export async function serveCompletion(
   if (!req.stream) {
     const choices = await Promise.all(
       streams.map(async (stream) => {
-        const logprobs = new ChoiceLogprobs(served.model.tokenizer);
-        const observe = timing.forChoice();
-        const entries = [];
-        for (;;) {
-          const r = await stream.next();
-          if (r.done) return { result: r.value, entries };
-          observe(r.value);
-          entries.push(...logprobs.add(r.value));
-        }
+        const entries: TokenLogprobs[] = [];
+        const result = await readChoice(stream, served, timing, (_chunk, added) => entries.push(...added));
+        return { result, entries };
       }),
     ).catch((e: unknown) => {
       abort.abort();
@@ -112,23 +106,14 @@ export async function serveCompletion(
   try {
     const results = await Promise.all(
       streams.map(async (stream, index) => {
-        const logprobs = new ChoiceLogprobs(served.model.tokenizer);
-        const observe = timing.forChoice();
         if (kind === "chat") send(format.chunk(index, { text: "", logprobs: [], first: true }, chunkUsage));
-        for (;;) {
-          const r = await stream.next();
-          if (r.done) {
-            send(
-              format.chunk(index, { text: "", logprobs: [], finishReason: r.value.finishReason }, chunkUsage),
-            );
-            return r.value;
-          }
-          observe(r.value);
-          const entries = logprobs.add(r.value);
+        const result = await readChoice(stream, served, timing, (chunk, logprobs) => {
           // Tokens whose text is held back (a possible stop string) send nothing unless they carry logprobs.
-          if (r.value.text !== "" || entries.length > 0)
-            send(format.chunk(index, { text: r.value.text, logprobs: entries }, chunkUsage));
-        }
+          if (chunk.text !== "" || logprobs.length > 0)
+            send(format.chunk(index, { text: chunk.text, logprobs }, chunkUsage));
+        });
+        send(format.chunk(index, { text: "", logprobs: [], finishReason: result.finishReason }, chunkUsage));
+        return result;
       }),
     );
     count(results[0].finishReason);
@@ -141,6 +126,23 @@ export async function serveCompletion(
   }
   send("[DONE]");
   endStream(res);
+}
+
+/** Reads one choice to its end, timing its tokens; `onChunk` sees each chunk with the logprobs it adds. */
+async function readChoice(
+  stream: TokenStream,
+  served: ServedModel,
+  timing: TokenTiming,
+  onChunk: (chunk: GeneratedToken, logprobs: TokenLogprobs[]) => void,
+): Promise<GenerationResult> {
+  const logprobs = new ChoiceLogprobs(served.model.tokenizer);
+  const observe = timing.forChoice();
+  for (;;) {
+    const r = await stream.next();
+    if (r.done) return r.value;
+    observe(r.value);
+    onChunk(r.value, logprobs.add(r.value));
+  }
 }
 
 function endStream(res: ServerResponse): void {

@@ -13,7 +13,7 @@ export interface Usage {
 }
 
 /** One choice's tokens with their logprobs, as a response reports them. */
-interface TokenLogprobs {
+export interface TokenLogprobs {
   token: string;
   logprob: number;
   top: { token: string; logprob: number }[];
