@@ -143,11 +143,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_partial(
 }
 
 // out[row, head] = sum over splits of acc·exp(max - M) / sum over splits of sum·exp(max - M).
-// grid (rows, heads), HEAD_DIM threads.
+// grid (rows, heads), HEAD_DIM threads. With q non-null (HEAD_DIM % 32 == 0), out is also rounded
+// to int8 per block of 32 for an integer-weight GEMV (quantize32).
 extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
                                              const float* __restrict__ part_sum,
                                              const float* __restrict__ part_acc, float* __restrict__ out,
-                                             int num_heads, int splits) {
+                                             int num_heads, int splits, signed char* __restrict__ q,
+                                             float2* __restrict__ qs) {
   pdl_start();
   const int row = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
   const size_t base = ((size_t)row * num_heads + head) * splits;
@@ -159,5 +161,7 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_max,
     total += part_sum[base + s] * f;
     value += part_acc[(base + s) * HEAD_DIM + d] * f;
   }
-  out[((size_t)row * num_heads + head) * HEAD_DIM + d] = value / total;
+  const size_t i = ((size_t)row * num_heads + head) * HEAD_DIM + d;
+  out[i] = value / total;
+  if (q) quantize32(out[i], q, qs, i);
 }

@@ -14,6 +14,13 @@ __device__ __forceinline__ float bf16_to_f32(bf16_t v) { return __uint_as_float(
 __device__ __forceinline__ float bf16lo(u32 v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16hi(u32 v) { return __uint_as_float(v & 0xffff0000u); }
 
+// Two floats rounded to bf16 and packed, lo in the low half.
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 // Programmatic dependent launch (Hopper): kernels are launched before their predecessor ends.
 // Each kernel calls pdl_wait() before reading anything an earlier kernel wrote (weights may be
 // read before it), and pdl_launch_dependents() to let the next kernel start its own prologue.
@@ -56,6 +63,17 @@ __device__ __forceinline__ float block_sum(float v) {
   const int warps = blockDim.x >> 5;
   float t = lane < warps ? partial[lane] : 0.0f;
   return warp_sum(t);
+}
+
+// Rounds a block of 32 values held one per lane (element i of lane, i % 32 == lane) to int8 for
+// the integer-weight GEMV: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
+// Every lane of the warp must call it.
+__device__ __forceinline__ void quantize32(float v, signed char* __restrict__ q, float2* __restrict__ qs,
+                                           size_t i) {
+  const float amax = warp_max(fabsf(v)), sum = warp_sum(v);
+  const float s = amax / 127.0f;
+  q[i] = amax > 0.0f ? (signed char)__float2int_rn(v / s) : 0;
+  if ((threadIdx.x & 31) == 0) qs[i / 32] = float2{s, sum};
 }
 
 // Block-wide argmax of (value, index) pairs, ties to the lower index; every thread gets it.

@@ -58,6 +58,26 @@ extern "C" __global__ void fill_random_bf16(bf16_t* __restrict__ out, unsigned l
   }
 }
 
+// x rounded to int8 per block of 32 (quantize32) for the integer-weight GEMV, where the kernel
+// that made x did not do it already. grid (rows, ceil(K / 256)), 256 threads: a warp
+// per block. K % 32 == 0.
+extern "C" __global__ void quantize_x(const float* __restrict__ x, signed char* __restrict__ q,
+                                      float2* __restrict__ qs, int K) {
+  pdl_start();
+  const int block = blockIdx.y * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (block * 32 >= K) return;
+  const size_t i = (size_t)blockIdx.x * K + block * 32 + lane;
+  quantize32(x[i], q, qs, i);
+}
+
+// Random 32-bit words under a mask (codes of random quantized weights).
+extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long long n, u32 seed, u32 mask) {
+  pdl_start();
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)gridDim.x * blockDim.x)
+    out[i] = hash32((u32)i * 2u + hash32(seed) + (u32)(i >> 31)) & mask;
+}
+
 // Index of each row's largest value (ties → lowest index); one block of 1024 threads per row.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols) {
   pdl_start();

@@ -7,7 +7,10 @@ export type {
   GenerationResult,
   FinishReason,
   TokenLogprob,
+  SpeculationOptions,
+  SpeculationStats,
 } from "./engine/generate.js";
+export type { Proposer, Proposal } from "./engine/speculative/proposer.js";
 export type { SamplingParams } from "./engine/sampling.js";
 export type { ChatMessage } from "./tokenizer/chat-template.js";
 export type { ModelConfig } from "./model/config.js";

@@ -9,7 +9,8 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { kernelDir, kernelSources } from "../src/backends/cuda/kernels.js";
+import { kernelDir, kernelSources, variantSources } from "../src/backends/cuda/kernels.js";
+import { qgemvFormat } from "../src/backends/cuda/quant-layout.js";
 
 const nvcc = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
 const haveNvcc = nvcc.status === 0;
@@ -21,34 +22,41 @@ test(
     assert.ok(haveNvcc, "nvcc is required in CI to check the kernels");
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "tachyon-nvcc-"));
     const jobs: { name: string; args: string[] }[] = [];
+    const job = (name: string, arch: string, defines: Record<string, number>) => {
+      const tag = Object.entries(defines)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ");
+      jobs.push({
+        name: `${name} ${arch} ${tag}`,
+        args: [
+          "-cubin",
+          `-arch=${arch}`,
+          "-std=c++17",
+          ...Object.entries(defines).map(([k, v]) => `-D${k}=${v}`),
+          "-include",
+          path.join(kernelDir, "common.cuh"),
+          "-x",
+          "cu",
+          path.join(kernelDir, `${name}.cu`),
+          "-o",
+          path.join(out, `${name}-${arch}-${jobs.length}.cubin`),
+        ],
+      });
+    };
     for (const name of kernelSources) {
-      for (const [arch, headDim, group] of [
-        ["sm_90a", 128, 4],
-        ["sm_90a", 64, 1],
-        ["sm_80", 16, 2],
-      ] as const) {
-        jobs.push({
-          name: `${name} ${arch} HEAD_DIM=${headDim}`,
-          args: [
-            "-cubin",
-            `-arch=${arch}`,
-            "-std=c++17",
-            `-DHEAD_DIM=${headDim}`,
-            `-DGROUP=${group}`,
-            "-include",
-            path.join(kernelDir, "common.cuh"),
-            "-x",
-            "cu",
-            path.join(kernelDir, `${name}.cu`),
-            "-o",
-            path.join(out, `${name}-${arch}-${headDim}.cubin`),
-          ],
-        });
+      job(name, "sm_90a", { HEAD_DIM: 128, GROUP: 4 });
+      job(name, "sm_90a", { HEAD_DIM: 64, GROUP: 1 });
+      job(name, "sm_80", { HEAD_DIM: 16, GROUP: 2 });
+    }
+    for (const name of variantSources) {
+      for (const qfmt of Object.values(qgemvFormat)) {
+        job(name, "sm_90a", { QFMT: qfmt });
+        job(name, "sm_80", { QFMT: qfmt });
       }
     }
-    for (const job of jobs) {
-      const r = spawnSync("nvcc", job.args, { encoding: "utf8" });
-      assert.equal(r.status, 0, `${job.name}:\n${r.stderr}`);
+    for (const { name, args } of jobs) {
+      const r = spawnSync("nvcc", args, { encoding: "utf8" });
+      assert.equal(r.status, 0, `${name}:\n${r.stderr}`);
     }
     fs.rmSync(out, { recursive: true, force: true });
   },

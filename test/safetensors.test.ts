@@ -485,7 +485,6 @@ describe("fuzz", () => {
 
     const file = path.join(tmp, "fuzz.safetensors");
     let opened = 0;
-    const start = Date.now();
     for (let iter = 0; iter < 4000; iter++) {
       let bytes: Buffer = base;
       for (let k = 1 + int(3); k > 0; k--) bytes = mutate(bytes);
@@ -512,6 +511,5 @@ describe("fuzz", () => {
     }
     // Both outcomes must actually be exercised.
     assert.ok(opened > 100 && opened < 3900, `opened ${opened} of 4000`);
-    assert.ok(Date.now() - start < 5000, "fuzzing took too long");
   });
 });

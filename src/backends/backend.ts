@@ -7,7 +7,7 @@
 import type { DType } from "../model/dtype.js";
 import type { RopeConfig } from "../model/rope.js";
 import type { SamplingParams } from "../engine/sampling.js";
-import type { QuantizedWeight } from "../quant/quantized-weight.js";
+import type { QuantizedWeight, QuantScheme } from "../quant/quantized-weight.js";
 
 /** A backend-owned 2-D tensor [rows, cols]; the storage behind it is the backend's business. */
 export interface Tensor {
@@ -89,6 +89,16 @@ export interface Backend {
   quantizedWeight(name: string, w: QuantizedWeight): Tensor;
   /** A weight of normal random values (bf16-rounded), made where the weights live. */
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor;
+  /**
+   * A quantized weight of random codes whose values have the given mean and std (one scale and
+   * offset for the tensor), made where the weights live: for benchmarks of quantized models.
+   */
+  randomQuantizedWeight(
+    shape: readonly [number, number],
+    scheme: QuantScheme,
+    groupSize: number,
+    dist: { mean: number; std: number; seed: number },
+  ): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;
   /**
    * Optional: throws a clear error, before any weight is loaded, when a model of `parameters`

@@ -13,10 +13,12 @@ import { ModelExecutor } from "../engine/executor.js";
 import { Rng } from "../engine/rng.js";
 import { parseConfig } from "../model/config.js";
 import { configJson, namedShapes } from "../model/random-checkpoint.js";
-import { expectedTensors, randomWeights } from "../model/weights.js";
+import { expectedTensors, randomWeights, type RandomQuant } from "../model/weights.js";
+import { schemeBits, type QuantScheme } from "../quant/quantized-weight.js";
 import type { ModelConfig } from "../model/config.js";
 import type { ModelWeights } from "../model/transformer.js";
 import { profilingBackend, type OpProfile } from "../backends/cuda/profile.js";
+import { benchSpeculation, type SpecBenchResult } from "./bench-spec.js";
 
 export interface BenchResult {
   shape: string;
@@ -37,7 +39,10 @@ export interface BenchResult {
   bandwidth_fraction: number | null;
   ttft_ms: number | null;
   ttft_prompt_tokens: number | null;
-  spec: null;
+  /** Time of one step of M rows of one sequence, all rows' logits kept (a verify step), by M. */
+  verify_step_ms: Record<string, number> | null;
+  /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
+  spec: SpecBenchResult | null;
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -51,6 +56,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "ttft-tokens": { type: "string", default: "1024" },
       out: { type: "string" },
       profile: { type: "boolean", default: false },
+      weights: { type: "string", default: "bf16" },
+      "verify-rows": { type: "string", default: "" },
+      spec: { type: "string", default: "none" },
+      "spec-accepted": { type: "string", default: "1,2,3,4" },
     },
     strict: true,
   });
@@ -64,14 +73,17 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const promptTokens = Number(values["prompt-tokens"]);
   const genTokens = Number(values["gen-tokens"]);
   const ttftTokens = Number(values["ttft-tokens"]);
-  const context = Math.max(promptTokens + genTokens, ttftTokens) + 16;
+  const verifyRows = values["verify-rows"] ? values["verify-rows"].split(",").map(Number) : [];
+  const specLengths = acceptedLengths(values.spec, values["spec-accepted"]);
+  const context = Math.max(promptTokens + genTokens, ttftTokens, 128 + Math.max(0, ...verifyRows)) + 16;
   const cfg = parseConfig(configJson({ ...shape, maxPositions: context }));
   const { backend, note } = createBackend(values.device as Device, cfg);
   const gpu = backend instanceof CudaBackend ? backend : null;
   process.stderr.write(`bench ${values.shape} on ${note}\n`);
 
+  const quant = parseWeights(values.weights);
   const copyBps = gpu ? gpu.copyBandwidth() : null;
-  const weights = randomWeights(backend, cfg, 7);
+  const weights = randomWeights(backend, cfg, 7, quant ?? undefined);
   const executor = new ModelExecutor(backend, cfg, weights, {
     maxTokens: 2 * context,
     contextLength: context,
@@ -85,20 +97,20 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const { decodeMs } = decode(executor, randomIds(promptTokens), genTokens);
   const tokS = ((genTokens - 1) * 1000) / decodeMs;
 
+  const verifyMs = verifyRows.length
+    ? Object.fromEntries(verifyRows.map((m) => [String(m), verifyStepMs(executor, randomIds, m)]))
+    : null;
+
   let ttftMs: number | null = null;
   if (ttftTokens > 0) ttftMs = decode(executor, randomIds(ttftTokens), 1).firstTokenMs;
 
-  const elemBytes = gpu ? 2 : 4;
-  let params = 0;
-  for (const dims of expectedTensors(cfg, cfg.tieWordEmbeddings !== true).values())
-    params += dims.reduce((a, b) => a * b, 1);
   const meanContext = promptTokens + genTokens / 2;
   const kvBytes = (cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * 4 * meanContext) | 0;
-  const bytesPerToken = params * elemBytes + kvBytes;
+  const bytesPerToken = weightBytes(cfg, gpu ? 2 : 4, quant) + kvBytes;
   const achieved = (bytesPerToken * tokS) / 1e9;
   const result: BenchResult = {
     shape: values.shape,
-    weights: gpu ? "bf16" : "f32",
+    weights: quant ? values.weights : gpu ? "bf16" : "f32",
     device: backend.name,
     gpu: gpu ? gpu.deviceName : null,
     date: new Date().toISOString().slice(0, 10),
@@ -113,7 +125,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
     bandwidth_fraction: copyBps === null ? null : (achieved * 1e9) / copyBps,
     ttft_ms: ttftMs,
     ttft_prompt_tokens: ttftTokens > 0 ? ttftTokens : null,
-    spec: null,
+    verify_step_ms: verifyMs,
+    spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
   };
   const line = JSON.stringify(result, null, 2);
   process.stdout.write(line + "\n");
@@ -124,11 +137,86 @@ export async function benchCommand(argv: string[]): Promise<number> {
         ? ` = ${((100 * achieved * 1e9) / copyBps).toFixed(1)}% of ${(copyBps / 1e9).toFixed(0)} GB/s copy`
         : "") +
       (ttftMs !== null ? `; first token after ${ttftTokens} prompt tokens: ${ttftMs.toFixed(1)} ms` : "") +
+      (verifyMs
+        ? `; step of M rows (M: ms): ${Object.entries(verifyMs)
+            .map(([m, ms]) => `${m}: ${ms.toFixed(2)}`)
+            .join(", ")}`
+        : "") +
       "\n",
   );
+  if (result.spec) printSpec(result.spec);
   if (values.out) fs.writeFileSync(values.out, line + "\n");
   if (values.profile && gpu) profileSteps(gpu, cfg, weights, randomIds(512));
   return 0;
+}
+
+/** `--weights`: bf16 (the default), or SCHEME[-gGROUP] such as fp8, int8, int4-g128, int2-g32. */
+function parseWeights(spec: string): RandomQuant | null {
+  if (spec === "bf16") return null;
+  const m = /^(fp8|int8|int4|int2)(?:-g(\d+))?$/.exec(spec);
+  if (!m || (m[1] === "fp8" && m[2])) {
+    throw new TachyonError(
+      `--weights ${spec}: expected bf16, fp8, int8[-gN], int4-gN or int2-gN (N = 32, 64 or 128)`,
+      "argument",
+    );
+  }
+  const groupSize = m[2] ? Number(m[2]) : m[1] === "int4" || m[1] === "int2" ? 128 : 0;
+  return { scheme: m[1] as QuantScheme, groupSize };
+}
+
+/**
+ * Bytes of weights a decode step reads, counting every weight once (the embedding table in full,
+ * as the usual "parameters × bytes" bound does): linear layers at their quantized size
+ * (codes, plus a 4-byte scale entry per group or fp8 block), the rest at `elemBytes`.
+ */
+function weightBytes(cfg: ModelConfig, elemBytes: number, quant: RandomQuant | null): number {
+  let bytes = 0;
+  for (const [name, dims] of expectedTensors(cfg, cfg.tieWordEmbeddings !== true)) {
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (!quant || dims.length !== 2 || name === "model.embed_tokens.weight") {
+      bytes += n * elemBytes;
+      continue;
+    }
+    const [rows, cols] = dims;
+    const groups =
+      quant.scheme === "fp8"
+        ? Math.ceil(rows / 128) * Math.ceil(cols / 128)
+        : rows * (cols / (quant.groupSize || cols));
+    bytes += (n * schemeBits[quant.scheme]) / 8 + 4 * groups;
+  }
+  return bytes;
+}
+
+/** The accepted lengths --spec oracle measures, or null without speculation. */
+function acceptedLengths(method: string | undefined, list: string | undefined): number[] | null {
+  if (method === "none") return null;
+  if (method !== "oracle") {
+    throw new TachyonError(`bench --spec must be oracle or none, got "${method}"`, "argument");
+  }
+  const lengths = (list ?? "").split(",").map(Number);
+  if (!lengths.every((L) => Number.isInteger(L) && L >= 1 && L <= 15)) {
+    throw new TachyonError(
+      `--spec-accepted needs integers in [1, 15] separated by commas, got "${list}"`,
+      "argument",
+    );
+  }
+  return lengths;
+}
+
+function printSpec(s: SpecBenchResult): void {
+  process.stderr.write(
+    `speculation (oracle proposals, all accepted): 1-token step ${s.one_token_step_ms.toFixed(2)} ms, ` +
+      `${s.plain_decode_tok_s.toFixed(1)} tok/s plain\n`,
+  );
+  s.accepted_length.forEach((L, i) => {
+    process.stderr.write(
+      `  L=${L}: ${s.tokens_per_step[i].toFixed(2)} tokens/step, ${s.decode_tok_s[i].toFixed(1)} tok/s ` +
+        `(${s.speedup[i].toFixed(2)}x), verify step ${s.verify_step_ms[i].toFixed(2)} ms = ` +
+        `${s.verify_step_relative[i].toFixed(2)}x a 1-token step` +
+        (s.greedy_equal[i] ? "" : ", output differs from plain greedy decoding") +
+        "\n",
+    );
+  });
 }
 
 /**
@@ -162,6 +250,28 @@ function printProfile(what: string, rows: OpProfile[]): void {
     );
   }
   process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
+}
+
+/**
+ * Mean time of a step that appends `rows` tokens to a 128-token sequence and keeps every row's
+ * logits (the shape of a speculative verify step), rolled back after each step.
+ */
+function verifyStepMs(executor: ModelExecutor, randomIds: (n: number) => number[], rows: number): number {
+  const seq = executor.newSequence();
+  try {
+    executor.stepGreedy([{ seq, tokens: randomIds(128) }]);
+    const tokens = randomIds(rows);
+    const step = () => {
+      executor.stepGreedy([{ seq, tokens, allLogits: true }]);
+      seq.length -= rows;
+    };
+    for (let i = 0; i < 3; i++) step(); // captures the graph
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) step();
+    return (performance.now() - t0) / 50;
+  } finally {
+    seq.free();
+  }
 }
 
 /**

@@ -16,7 +16,7 @@ Usage:
   tachyon run  [--model DIR] [--prompt TEXT | --chat] [options]   generate text (streams to stdout)
   tachyon info [--model DIR]                                      architecture, parameters, memory
   tachyon eval [--model DIR] --file TEXT                          held-out perplexity (+ MTP acceptance)
-  tachyon bench [--shape NAME] [--device D] [--out FILE]          batch-1 decode speed on random weights
+  tachyon bench [--shape NAME] [--weights W] [--device D] [--out F] batch-1 decode speed on random weights
   tachyon serve [--model [NAME=]DIR ...] [--port N] [--host H]    OpenAI-compatible server (continuous batching)
 
 Run options:
@@ -32,9 +32,20 @@ Run options:
   --stop TEXT              stop string (repeatable)
   --logprobs N             print each token's log-probability and N alternatives
   --json                   print one JSON document (text, tokens, logprobs, statistics) instead of text
+  --spec mtp|draft|ngram|none  speculative decoding (same output, more tokens per step): the model's
+                           MTP modules, a draft model, or n-gram lookup in the text so far (default none)
+  --spec-k N               most tokens proposed per step (default 4; MTP: its module count)
+  --spec-fixed             propose --spec-k tokens every step instead of adapting to acceptance
+  --draft-model DIR        draft model for --spec draft, same tokenizer (default with the embedded
+                           model: the embedded tachyon-code-draft)
   --device auto|cpu|cuda   where to run (default auto)
   --max-context N          KV cache reserved for prompt + completion (default: model's, up to 4096)
   --gpu-memory-fraction F  share of the GPU's memory tachyon may use (default 0.9)
+
+Bench options (speculation):
+  --spec oracle            also measure speculation at fixed accepted lengths: the target's own
+                           greedy tokens are proposed, all accepted (random weights accept nothing)
+  --spec-accepted L,...    accepted lengths to measure (default 1,2,3,4)
 
 Serve options (and --device, --max-context, --gpu-memory-fraction as above):
   --model [NAME=]DIR       a model to serve, requested as NAME (default: the folder's name); repeatable

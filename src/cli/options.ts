@@ -1,9 +1,10 @@
 /** Flags shared by the commands that load a model and generate. */
 import fs from "node:fs";
 import { TachyonError } from "../errors.js";
-import type { Device, LoadOptions } from "../engine/loaded-model.js";
-import type { GenerateOptions } from "../engine/generate.js";
-import { defaultModelDir } from "./default-model.js";
+import { loadModel, type Device, type LoadedModel, type LoadOptions } from "../engine/loaded-model.js";
+import type { GenerateOptions, SpeculationOptions } from "../engine/generate.js";
+import { specMethods, type SpecMethod } from "../engine/speculative/options.js";
+import { defaultDraftModelDir, defaultModelDir } from "./default-model.js";
 import { ProgressBar } from "./progress.js";
 
 export const modelFlags = {
@@ -25,6 +26,13 @@ export const samplingFlags = {
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
   logprobs: { type: "string" },
+} as const;
+
+export const speculationFlags = {
+  spec: { type: "string" },
+  "spec-k": { type: "string" },
+  "spec-fixed": { type: "boolean", default: false },
+  "draft-model": { type: "string" },
 } as const;
 
 function number(flag: string, v: string | undefined): number | undefined {
@@ -94,4 +102,45 @@ export function generateOptions(v: Record<string, string | string[] | boolean | 
   };
   // Leave unset fields out so the engine's defaults apply.
   return Object.fromEntries(Object.entries(opts).filter(([, x]) => x !== undefined)) as GenerateOptions;
+}
+
+/**
+ * The speculation the flags ask for (undefined for none), loading the draft model when there is
+ * one: --draft-model, or the embedded draft model next to the embedded default model.
+ */
+export async function speculationOptions(
+  values: {
+    spec?: string;
+    "spec-k"?: string;
+    "spec-fixed"?: boolean;
+    "draft-model"?: string;
+    device?: string;
+    "max-context"?: string;
+    "gpu-memory-fraction"?: string;
+  },
+  target: LoadedModel,
+): Promise<SpeculationOptions | undefined> {
+  const draftDir = values["draft-model"];
+  const method = values.spec ?? (draftDir !== undefined ? "draft" : "none");
+  if (method === "none") return undefined;
+  if (!specMethods.includes(method as SpecMethod)) {
+    throw new TachyonError(`--spec must be ${specMethods.join(", ")} or none, got "${method}"`, "argument");
+  }
+  if (draftDir !== undefined && method !== "draft") {
+    throw new TachyonError(`--draft-model is for --spec draft, not --spec ${method}`, "argument");
+  }
+  const options: SpeculationOptions = {
+    method: method as SpecMethod,
+    maxTokens: number("spec-k", values["spec-k"]),
+    adaptive: !values["spec-fixed"],
+  };
+  if (method === "draft") {
+    const dir = draftDir ?? (target.dir === defaultModelDir ? defaultDraftModelDir : undefined);
+    if (dir === undefined) throw new TachyonError("--spec draft needs --draft-model DIR", "argument");
+    options.draft = await loadModel(modelDir({ model: dir }), {
+      ...loadOptions(values),
+      device: target.device as Device,
+    });
+  }
+  return options;
 }

@@ -4,7 +4,15 @@ import { parseArgs } from "node:util";
 import type { GeneratedToken, GenerateOptions, GenerationResult } from "../engine/generate.js";
 import { loadModel, type LoadedModel } from "../engine/loaded-model.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
-import { generateOptions, loadOptions, modelDir, modelFlags, samplingFlags } from "./options.js";
+import {
+  generateOptions,
+  loadOptions,
+  modelDir,
+  modelFlags,
+  samplingFlags,
+  speculationFlags,
+  speculationOptions,
+} from "./options.js";
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -12,6 +20,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     options: {
       ...modelFlags,
       ...samplingFlags,
+      ...speculationFlags,
       prompt: { type: "string" },
       chat: { type: "boolean", default: false },
       system: { type: "string" },
@@ -22,6 +31,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const gen = generateOptions(values);
   const loadStart = performance.now();
   const model = await loadModel(modelDir(values), loadOptions(values));
+  gen.speculation = await speculationOptions(values, model);
   const loadMs = performance.now() - loadStart;
   if (!values.json) {
     process.stderr.write(
@@ -90,9 +100,14 @@ async function drain(
 }
 
 function printStats(model: LoadedModel, r: GenerationResult): void {
+  const s = r.speculation;
   process.stderr.write(
     `[prompt ${r.promptTokens} tokens · generated ${r.completionTokens} tokens · ` +
       `first token ${r.timeToFirstTokenMs.toFixed(1)} ms · ${r.decodeTokensPerSecond.toFixed(1)} tok/s · ` +
+      (s
+        ? `spec ${s.method}: ${s.meanAcceptedLength.toFixed(2)} tokens/step, ` +
+          `${(100 * s.acceptanceRate).toFixed(0)}% of ${s.proposedTokens} proposed accepted · `
+        : "") +
       `${r.finishReason} · ${model.device}]\n`,
   );
 }
@@ -133,5 +148,15 @@ function jsonReport(
       total_ms: r.totalMs,
       decode_tokens_per_second: r.decodeTokensPerSecond,
     },
+    speculation: r.speculation
+      ? {
+          method: r.speculation.method,
+          steps: r.speculation.steps,
+          proposed_tokens: r.speculation.proposedTokens,
+          accepted_tokens: r.speculation.acceptedTokens,
+          acceptance_rate: r.speculation.acceptanceRate,
+          mean_accepted_length: r.speculation.meanAcceptedLength,
+        }
+      : null,
   };
 }

@@ -9,8 +9,27 @@ import { mtpHidden, mtpLogits } from "../model/mtp.js";
 import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
 import { BlockAllocator, SequenceKv } from "./kv-cache.js";
 
+/** Prompt rows per forward step: bounds activation memory on long prompts. */
+export const prefillChunk = 256;
+
 /** Steps of at most this many rows (decode, speculative verification) are replayed as graphs. */
 const maxGraphRows = 16;
+
+/**
+ * Last-layer hidden states (before the final norm) of a step's rows, which the MTP modules read.
+ * They live among the step's activations, so they are valid only until the next step starts.
+ */
+export interface Hidden {
+  readonly tensor: Tensor;
+  /** The step they belong to (ModelExecutor counts steps). */
+  readonly step: number;
+}
+
+/** What a (possibly replayed) graph produced: its output and the hidden states it kept. */
+interface Produced {
+  output: Tensor;
+  hidden: Tensor;
+}
 
 export interface StepInput {
   seq: SequenceKv;
@@ -48,7 +67,17 @@ export class ModelExecutor {
   readonly allocator: BlockAllocator;
   readonly blockSize: number;
   readonly contextLength: number;
-  private readonly graphs = new Map<string, CapturedGraph>();
+  private readonly graphs = new Map<string, { graph: CapturedGraph; hidden: Tensor }>();
+  /** Steps started so far: tells whether a Hidden is still valid. */
+  private steps = 0;
+  private hidden: Tensor | undefined;
+  /**
+   * Everything issued since the activations were last reset, as a graph key, or null once
+   * something of variable size was. A graph's activation addresses depend on what ran before it
+   * in the step, so work that continues a step (the MTP modules after a verification) is captured
+   * under this whole history.
+   */
+  private trail: string | null = "";
 
   constructor(
     readonly backend: Backend,
@@ -120,10 +149,13 @@ export class ModelExecutor {
     return rows;
   }
 
-  /** Like step, but returns the greedy (argmax) token of each input's last row, chosen on the device. */
+  /**
+   * Like step, but returns the greedy (argmax) token of each output row, chosen on the device: each
+   * input's last row, or all its rows with allLogits (a greedy verification), in input order.
+   */
   stepGreedy(inputs: readonly StepInput[]): number[] {
     const rows = this.rows(inputs);
-    const ids = this.backend.argmaxRows(this.run(rows));
+    const ids = this.argmax(this.run(rows));
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
     return Array.from(ids);
   }
@@ -133,6 +165,7 @@ export class ModelExecutor {
     const sample = this.backend.sampleRows;
     if (!sample) throw new Error(`the ${this.backend.name} backend cannot sample on the device`);
     const ids = sample.call(this.backend, this.run(this.rows(inputs)), draws);
+    this.trail = null; // the draws' histories decide how much it allocated
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
     return Array.from(ids);
   }
@@ -155,7 +188,7 @@ export class ModelExecutor {
     let row = 0;
     const argmax = group("argmax");
     if (argmax.length > 0) {
-      const ids = b.argmaxRows(b.sliceRows(logits, row, argmax.length));
+      const ids = this.argmax(b.sliceRows(logits, row, argmax.length));
       argmax.forEach((i, j) => (results[i].token = ids[j]));
       row += argmax.length;
     }
@@ -164,6 +197,7 @@ export class ModelExecutor {
       if (!b.sampleRows) throw new Error(`the ${b.name} backend cannot sample on the device`);
       const draws = draw.map((i) => (choices[i] as { draw: DeviceDraw }).draw);
       const ids = b.sampleRows(b.sliceRows(logits, row, draw.length), draws);
+      this.trail = null; // the draws' histories decide how much it allocated
       draw.forEach((i, j) => (results[i].token = ids[j]));
       row += draw.length;
     }
@@ -177,29 +211,102 @@ export class ModelExecutor {
   }
 
   /**
+   * The main model's hidden states of every row of the latest step (before the final norm), for
+   * the MTP modules; valid until the next step starts.
+   */
+  get lastHidden(): Hidden {
+    if (!this.hidden) throw new Error("lastHidden: no step has run yet");
+    return { tensor: this.hidden, step: this.steps };
+  }
+
+  /**
+   * Continues the latest step with MTP module `depth` over `tokens.length` rows at positions
+   * start, start + 1, … of `seq` (already in the main model's cache): row i reads row i of `prev`
+   * (depth − 1's hidden states, the main model's for depth 1) and tokens[i], and writes the
+   * module's KV-cache layer. With `propose`, also returns the module's greedy token at the last
+   * row, chosen on the device. Only ids cross to the host.
+   */
+  mtpStep(
+    seq: SequenceKv,
+    depth: number,
+    prev: Hidden,
+    start: number,
+    tokens: readonly number[],
+    propose: boolean,
+  ): { hidden: Hidden; proposal: number | null } {
+    if (prev.step !== this.steps) throw new Error("mtpStep: the hidden states belong to an earlier step");
+    const n = tokens.length;
+    if (n < 1 || n > prev.tensor.rows || start + n > seq.length) {
+      throw new RangeError(`mtpStep: rows [${start}, ${start + n}) are not in the step or the sequence`);
+    }
+    const b = this.backend;
+    const positions = Int32Array.from({ length: n }, (_, i) => start + i);
+    const step = b.prepareStep({
+      tokens: Int32Array.from(tokens),
+      positions,
+      slots: positions.map((p) => seq.slot(p)),
+      blockTables: new Array<Int32Array>(n).fill(seq.blockTable),
+      outputRows: new Int32Array(0),
+    });
+    const { output, hidden } = this.graphed(`mtp${depth}:${n}:${propose ? 1 : 0}`, n, () => {
+      const h = mtpHidden(b, this.weights, this.config, this.kv, depth, b.sliceRows(prev.tensor, 0, n), step);
+      const output = propose ? mtpLogits(b, this.weights, this.config, depth, b.sliceRows(h, n - 1, 1)) : h;
+      return { output, hidden: h };
+    });
+    return {
+      hidden: { tensor: hidden, step: this.steps },
+      proposal: propose ? this.argmax(output)[0] : null,
+    };
+  }
+
+  /**
    * One forward step. Small steps (decode, verification) on a backend that captures graphs are
    * recorded once per shape and replayed after: the host then issues one launch per step.
    */
   private run(rows: StepRows): Tensor {
     const b = this.backend;
     b.resetActivations();
+    this.steps++;
+    this.trail = "";
     const step = b.prepareStep(rows);
-    const forward = () =>
-      outputLogits(
-        b,
-        this.weights,
-        this.config,
-        forwardHidden(b, this.weights, this.config, this.kv, step),
-        step,
-      );
-    if (!b.captureGraph || !b.replayGraph || rows.tokens.length > maxGraphRows) return forward();
-    const key = `${rows.tokens.length}:${rows.outputRows.length}`;
-    let graph = this.graphs.get(key);
-    if (!graph) {
-      graph = b.captureGraph(forward);
-      this.graphs.set(key, graph);
+    const { output, hidden } = this.graphed(
+      `${rows.tokens.length}:${rows.outputRows.length}`,
+      rows.tokens.length,
+      () => {
+        const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
+        return { output: outputLogits(b, this.weights, this.config, hidden, step), hidden };
+      },
+    );
+    this.hidden = hidden;
+    return output;
+  }
+
+  /** Runs `body`, or replays its graph (captured on first use) when it is small and its place in the step is known. */
+  private graphed(key: string, rows: number, body: () => Produced): Produced {
+    const b = this.backend;
+    if (!b.captureGraph || !b.replayGraph || rows > maxGraphRows || this.trail === null) {
+      this.trail = null;
+      return body();
     }
-    return b.replayGraph(graph);
+    this.trail += `>${key}`;
+    let entry = this.graphs.get(this.trail);
+    if (!entry) {
+      let hidden: Tensor | undefined;
+      const graph = b.captureGraph(() => {
+        const produced = body();
+        hidden = produced.hidden;
+        return produced.output;
+      });
+      entry = { graph, hidden: hidden! };
+      this.graphs.set(this.trail, entry);
+    }
+    return { output: b.replayGraph(entry.graph), hidden: entry.hidden };
+  }
+
+  /** Backend.argmaxRows, noting its fixed-size allocation in the step's trail. */
+  private argmax(x: Tensor): Int32Array {
+    if (this.trail !== null) this.trail += `>argmax${x.rows}`;
+    return this.backend.argmaxRows(x);
   }
 
   /**
@@ -213,6 +320,9 @@ export class ModelExecutor {
     }
     const b = this.backend;
     b.resetActivations();
+    this.steps++;
+    this.hidden = undefined;
+    this.trail = null;
     const T = tokens.length;
     const seq = this.newSequence();
     try {

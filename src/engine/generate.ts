@@ -5,9 +5,14 @@
  * an AbortSignal can end it.
  */
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
-import type { ModelExecutor } from "./executor.js";
+import { prefillChunk, type ModelExecutor } from "./executor.js";
 import { Sampler, type SamplingParams } from "./sampling.js";
 import { generationSettings, samplingMode, SequenceOutput } from "./sequence-output.js";
+import { SpeculativeDecoder, type StepTokens } from "./speculative/decoder.js";
+import { createSpeculation, type SpeculationOptions } from "./speculative/options.js";
+import type { SpeculationStats } from "./speculative/stats.js";
+
+export type { SpeculationOptions, SpeculationStats };
 
 export interface GenerateOptions extends Partial<SamplingParams> {
   /** Most tokens to generate (default: up to the context limit). */
@@ -20,6 +25,8 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   /** Report each token's log-probability and this many top alternatives (0 = the token's only). */
   logprobs?: number;
   signal?: AbortSignal;
+  /** Speculative decoding: propose tokens and verify several per step (output unchanged). */
+  speculation?: SpeculationOptions;
 }
 
 export interface TokenLogprob {
@@ -52,10 +59,9 @@ export interface GenerationResult {
   totalMs: number;
   /** Tokens after the first, per second of decoding. */
   decodeTokensPerSecond: number;
+  /** What speculation achieved, when the request asked for it. */
+  speculation?: SpeculationStats;
 }
-
-/** Prompt rows per forward step: bounds activation memory on long prompts. */
-const prefillChunk = 256;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -66,49 +72,49 @@ export async function* generateTokens(
   options: GenerateOptions = {},
 ): AsyncGenerator<GeneratedToken, GenerationResult> {
   const settings = generationSettings(executor, promptIds, options);
-  const { params } = settings;
+  const { params, maxTokens } = settings;
   const sampler = new Sampler(params, executor.config.vocabSize);
   sampler.setPrompt(promptIds);
   const output = new SequenceOutput(tokenizer, promptIds, settings);
   const seq = executor.newSequence();
 
+  // Speculative sampling needs the logits of the rows with proposals on the host too.
+  const mode = samplingMode(settings, executor.backend);
+  const speculation = options.speculation
+    ? createSpeculation(options.speculation, executor, tokenizer, seq)
+    : null;
+  const decoder = new SpeculativeDecoder(executor, seq, sampler, mode, promptIds, speculation);
   try {
-    const mode = samplingMode(settings, executor.backend);
-    let logits: Float32Array = new Float32Array(0);
-    let deviceToken = 0;
-    const advance = (tokens: readonly number[]): void => {
-      if (mode === "argmax") [deviceToken] = executor.stepGreedy([{ seq, tokens }]);
-      else if (mode === "device")
-        [deviceToken] = executor.stepSample([{ seq, tokens }], [{ params, ...sampler.deviceDraw() }]);
-      else [logits] = executor.step([{ seq, tokens }]);
-    };
-    for (let i = 0; i < promptIds.length; i += prefillChunk) {
-      const chunk = promptIds.slice(i, i + prefillChunk);
-      if (i + prefillChunk >= promptIds.length) {
-        advance(chunk);
-      } else {
-        executor.stepGreedy([{ seq, tokens: chunk }]); // earlier chunks only fill the cache
-        await yieldToEventLoop();
-      }
+    for (let end = prefillChunk; end < promptIds.length; end += prefillChunk) {
+      decoder.fill(end); // earlier chunks only fill the cache
+      await yieldToEventLoop();
     }
+    let ready: StepTokens = decoder.step(maxTokens);
+    let next = 0;
     let endReason: FinishReason = "length";
     while (!output.done) {
       if (options.signal?.aborted) {
         endReason = "abort";
         break;
       }
-      const token = mode === "host" ? sampler.sample(logits) : deviceToken;
-      sampler.accept(token);
-      const out = output.push(token, logits);
+      const out = output.push(ready.tokens[next], ready.logits?.[next]);
+      next++;
       if (out) yield out;
       if (output.done) break;
-      await yieldToEventLoop();
-      advance([token]);
+      if (next === ready.tokens.length) {
+        await yieldToEventLoop();
+        ready = decoder.step(maxTokens - output.tokens.length);
+        next = 0;
+      }
     }
     const tail = output.finish(endReason);
     if (tail) yield tail;
   } finally {
+    decoder.close();
     seq.free();
   }
-  return output.result();
+  return {
+    ...output.result(),
+    ...(speculation && { speculation: decoder.counter.stats(options.speculation!.method) }),
+  };
 }

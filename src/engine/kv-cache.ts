@@ -73,6 +73,14 @@ export class BlockAllocator {
     return block;
   }
 
+  /** Takes a block's name back (its content is about to change). */
+  unpublish(block: number): void {
+    const name = this.names[block];
+    if (name === undefined) return;
+    if (this.byName.get(name) === block) this.byName.delete(name);
+    this.names[block] = undefined;
+  }
+
   /** Names a full block so later sequences with the same prefix can share it (the first one named wins). */
   publish(block: number, name: string): void {
     if (this.names[block] !== undefined || this.byName.has(name)) return;
@@ -148,6 +156,26 @@ export class SequenceKv {
       this.allocator.publish(this.blocks[i], name);
       this.names.push(name);
     }
+  }
+
+  /**
+   * Forgets positions from `newLength` on (rejected speculative tokens) and returns the blocks no
+   * longer needed to the pool. The forgotten slots keep stale values that later writes overwrite;
+   * attention never reads past a row's own position, so they are never seen.
+   */
+  truncate(newLength: number): void {
+    if (!Number.isInteger(newLength) || newLength < 0 || newLength > this.length) {
+      throw new RangeError(`truncate: length ${newLength} is outside [0, ${this.length}]`);
+    }
+    this.length = newLength;
+    // Named blocks cut into or dropped no longer hold what their names say once rewritten.
+    const keptNames = Math.floor(newLength / this.blockSize);
+    for (let i = keptNames; i < this.names.length; i++) this.allocator.unpublish(this.blocks[i]);
+    this.names.length = Math.min(this.names.length, keptNames);
+    const needed = Math.ceil(newLength / this.blockSize);
+    if (needed === this.blocks.length) return;
+    this.allocator.release(this.blocks.splice(needed));
+    this.table = Int32Array.from(this.blocks);
   }
 
   /** The cache slot of a position. */

@@ -181,6 +181,64 @@ export class Sampler {
 
   /** Draws the next token from `logits` (left unmodified). */
   sample(logits: Float32Array): number {
+    const { n, total, best } = this.weigh(logits);
+    if (n === 0) return best;
+    const { e, idx } = shared;
+    // The walk adds the same weights in the same order as `total`, so r < total always lands;
+    // a zero weight never lands, since r < cum would have been true one step earlier.
+    const r = this.rng.nextFloat() * total;
+    let cum = 0;
+    for (let j = 0; j < n; j++) {
+      cum += e[idx[j]];
+      if (r < cum) return idx[j];
+    }
+    return best; // unreachable
+  }
+
+  /**
+   * The distribution `sample` draws from, written densely into `out` (length vocab): zero for
+   * filtered tokens, 1 at the argmax for greedy. Speculative sampling compares it with a proposer's.
+   */
+  distribution(logits: Float32Array, out: Float64Array): void {
+    const { n, total, best } = this.weigh(logits);
+    out.fill(0);
+    if (n === 0) {
+      out[best] = 1;
+      return;
+    }
+    const { e, idx } = shared;
+    for (let j = 0; j < n; j++) out[idx[j]] = e[idx[j]] / total;
+  }
+
+  /** A uniform number in [0, 1) from this sampler's seeded stream. */
+  random(): number {
+    return this.rng.nextFloat();
+  }
+
+  /** Draws index i with probability weights[i] / Σ weights (non-negative weights, positive sum). */
+  drawFrom(weights: Float64Array): number {
+    let total = 0;
+    let last = -1;
+    for (let i = 0; i < weights.length; i++) {
+      total += weights[i];
+      if (weights[i] > 0) last = i;
+    }
+    if (!(total > 0)) throw new RangeError("drawFrom: the weights sum to zero");
+    const r = this.rng.nextFloat() * total;
+    let cum = 0;
+    for (let i = 0; i < weights.length; i++) {
+      cum += weights[i];
+      if (r < cum && weights[i] > 0) return i;
+    }
+    return last; // rounding: r landed past the last partial sum
+  }
+
+  /**
+   * Applies penalties, temperature, top-k, top-p and min-p to `logits`. Returns the argmax and,
+   * unless greedy (then n = 0), the kept tokens idx[0, n) of the shared scratch with their weights
+   * e[token] and the weights' total.
+   */
+  private weigh(logits: Float32Array): { n: number; total: number; best: number } {
     const V = this.vocabSize;
     if (logits.length !== V) {
       throw new RangeError(`Sampler: expected ${V} logits, got ${logits.length}`);
@@ -190,7 +248,7 @@ export class Sampler {
     w.set(logits);
     this.applyPenalties(w);
     const best = argmaxChecked(w, V);
-    if (T === 0) return best;
+    if (T === 0) return { n: 0, total: 0, best };
     const max = w[best];
 
     // min-p in log space: p / pmax ≥ minP ⇔ (w - max) / T ≥ ln(minP).
@@ -229,15 +287,7 @@ export class Sampler {
       const x = (w[t] - max) / T;
       total += e[t] = x >= lnMinP ? (haveExp ? e[t] : Math.exp(x)) : 0;
     }
-    // The walk adds the same weights in the same order as `total`, so r < total always lands;
-    // a zero weight never lands, since r < cum would have been true one step earlier.
-    const r = this.rng.nextFloat() * total;
-    let cum = 0;
-    for (let j = 0; j < n; j++) {
-      cum += e[idx[j]];
-      if (r < cum) return idx[j];
-    }
-    return best; // unreachable
+    return { n, total, best };
   }
 
   private checkToken(token: number): number {

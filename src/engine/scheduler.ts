@@ -5,6 +5,9 @@
  * streams already running. KV blocks are taken as sequences grow; when none are left, the
  * youngest running sequence is preempted (its blocks freed, to be recomputed later, mostly from
  * the prefix cache) so the older ones can finish.
+ *
+ * A request's `speculation` option is accepted and carried but not acted on yet: batched sequences
+ * decode one token per step (speculation runs in the one-sequence loop, generate.ts).
  */
 import { TachyonError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
@@ -12,17 +15,6 @@ import type { ChoiceResult, ModelExecutor, StepInput } from "./executor.js";
 import type { GeneratedToken, GenerateOptions, GenerationResult } from "./generate.js";
 import { Sequence } from "./sequence.js";
 import { generationSettings, type GenerationSettings } from "./sequence-output.js";
-
-/** A request for speculative decoding; validated and carried, it takes effect once the engine speculates. */
-export interface SpeculationOptions {
-  method: "mtp" | "draft" | "ngram";
-  /** Tokens proposed per step. */
-  k: number;
-}
-
-export interface RequestOptions extends GenerateOptions {
-  speculation?: SpeculationOptions;
-}
 
 export interface SchedulerOptions {
   /** Most tokens (rows) one step computes: decode rows first, prompt chunks fill the rest. */
@@ -83,7 +75,7 @@ export class Scheduler {
    */
   submit(
     promptIds: readonly number[],
-    options: RequestOptions = {},
+    options: GenerateOptions = {},
     n = 1,
   ): AsyncGenerator<GeneratedToken, GenerationResult>[] {
     this.submissions++;

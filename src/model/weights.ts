@@ -4,6 +4,7 @@
  * memory is one tensor, not the checkpoint.
  */
 import type { Backend, Tensor } from "../backends/backend.js";
+import type { QuantScheme } from "../quant/quantized-weight.js";
 import { TachyonError } from "../errors.js";
 import type { Checkpoint } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
@@ -129,16 +130,38 @@ export function loadWeights(
  * backend), for benchmarks of sizes no checkpoint is shipped for. Normal values with std
  * 1/sqrt(fan-in), norm weights near 1: activations stay bounded through any depth.
  */
-export function randomWeights(backend: Backend, cfg: ModelConfig, seed: number): ModelWeights {
+export function randomWeights(
+  backend: Backend,
+  cfg: ModelConfig,
+  seed: number,
+  quant?: RandomQuant,
+): ModelWeights {
   const tied = cfg.tieWordEmbeddings === true;
   const tensors = new Map<string, Tensor>();
   let i = 0;
   for (const [name, shape] of expectedTensors(cfg, !tied)) {
     const isNorm = name.endsWith("norm.weight");
-    const std = isNorm ? 0.1 : 1 / Math.sqrt(shape.at(-1)!);
-    tensors.set(name, backend.randomWeight(shape, { mean: isNorm ? 1 : 0, std, seed: seed * 1000 + i++ }));
+    const dist = {
+      mean: isNorm ? 1 : 0,
+      std: isNorm ? 0.1 : 1 / Math.sqrt(shape.at(-1)!),
+      seed: seed * 1000 + i++,
+    };
+    const linear = shape.length === 2 && name !== "model.embed_tokens.weight";
+    tensors.set(
+      name,
+      quant && linear
+        ? backend.randomQuantizedWeight([shape[0], shape[1]], quant.scheme, quant.groupSize || shape[1], dist)
+        : backend.randomWeight(shape, dist),
+    );
   }
   return assembleWeights(cfg, tensors, tied);
+}
+
+/** Random weights below 16 bits: every linear layer's weight (not the embedding table). */
+export interface RandomQuant {
+  scheme: QuantScheme;
+  /** Weights per scale along a row; 0 for one scale per row. */
+  groupSize: number;
 }
 
 /** Named tensors → the structure the forward pass walks. */

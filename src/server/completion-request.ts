@@ -4,7 +4,8 @@
  * engine's options. Everything here is about the request alone; checks that need the model (the
  * vocabulary, the context length) happen once the model is known.
  */
-import type { RequestOptions, SpeculationOptions } from "../engine/scheduler.js";
+import type { GenerateOptions, SpeculationOptions } from "../engine/generate.js";
+import { specMethods, type SpecMethod } from "../engine/speculative/options.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
 import { ApiError, invalidField } from "./api-error.js";
 import {
@@ -30,14 +31,13 @@ export interface CompletionRequest {
   /** Top alternatives per token when logprobs are asked for (0 = the token's own only). */
   logprobs: number | undefined;
   /** The engine's options, without the abort signal (the handler adds it). */
-  options: RequestOptions;
+  options: GenerateOptions;
 }
 
 /** Limits on what one request may ask for. */
 const maxChoices = 16;
 const maxStopStrings = 16;
 const maxTopLogprobs = 20;
-const speculationMethods = ["mtp", "draft", "ngram"] as const;
 
 /** OpenAI's completions endpoint generates 16 tokens unless told otherwise; chat runs to the context's end. */
 const textDefaultMaxTokens = 16;
@@ -61,7 +61,7 @@ export function parseCompletionRequest(kind: CompletionKind, raw: unknown): Comp
       ? (optionalNumber(body, "max_completion_tokens", { min: 1, integer: true }) ??
         optionalNumber(body, "max_tokens", { min: 1, integer: true }))
       : (optionalNumber(body, "max_tokens", { min: 1, integer: true }) ?? textDefaultMaxTokens);
-  const options: RequestOptions = {
+  const options: GenerateOptions = {
     maxTokens,
     temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
     topP: optionalNumber(body, "top_p", { min: 0, max: 1, minExclusive: true }),
@@ -88,7 +88,9 @@ export function parseCompletionRequest(kind: CompletionKind, raw: unknown): Comp
     includeUsage,
     logprobs: options.logprobs,
     // Leave unset fields out so the engine's defaults apply.
-    options: Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as RequestOptions,
+    options: Object.fromEntries(
+      Object.entries(options).filter(([, v]) => v !== undefined),
+    ) as GenerateOptions,
   };
 }
 
@@ -165,14 +167,14 @@ function parseSpeculation(body: Body): SpeculationOptions | undefined {
   if (v === undefined || v === null) return undefined;
   const s = asBody(v, "speculation");
   const method = requiredString(s, "method");
-  if (!(speculationMethods as readonly string[]).includes(method)) {
+  if (!(specMethods as readonly string[]).includes(method)) {
     throw invalidField(
       "speculation.method",
-      `Invalid 'speculation.method': expected one of ${speculationMethods.join(", ")}, got ${JSON.stringify(method)}.`,
+      `Invalid 'speculation.method': expected one of ${specMethods.join(", ")}, got ${JSON.stringify(method)}.`,
     );
   }
-  const k = optionalNumber(s, "k", { min: 1, max: 16, integer: true }) ?? 4;
-  return { method: method as SpeculationOptions["method"], k };
+  const k = optionalNumber(s, "k", { min: 1, max: 15, integer: true }) ?? 4;
+  return { method: method as SpecMethod, maxTokens: k };
 }
 
 /** Known OpenAI fields this server cannot honour: refusing them beats silently answering something else. */

@@ -7,7 +7,8 @@ import type { AttentionParams, Backend, KvCacheSpec, KvStorage, Step, StepRows, 
 import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import { Rng } from "../../engine/rng.js";
 import { dequantize } from "../../quant/dequantize.js";
-import type { QuantizedWeight } from "../../quant/quantized-weight.js";
+import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
+import { randomCodes } from "../../quant/random-codes.js";
 import { ropeAngles, type RopeConfig } from "../../model/rope.js";
 import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
 
@@ -55,6 +56,36 @@ export class CpuBackend implements Backend {
 
   quantizedWeight(_name: string, w: QuantizedWeight): Tensor {
     return new CpuTensor(w.rows, w.cols, dequantize(w));
+  }
+
+  randomQuantizedWeight(
+    shape: readonly [number, number],
+    scheme: QuantScheme,
+    groupSize: number,
+    dist: { mean: number; std: number; seed: number },
+  ): Tensor {
+    const [rows, cols] = shape;
+    const fp8 = scheme === "fp8";
+    const group = fp8 ? 128 : groupSize;
+    const { bytes, mask, codeMean, codeStd } = randomCodes(scheme, rows * cols);
+    const rng = new Rng(dist.seed);
+    const words = Uint32Array.from({ length: bytes / 4 }, () => rng.nextU32() & mask);
+    const scale = dist.std / codeStd;
+    const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * Math.ceil(cols / group);
+    const w: QuantizedWeight = {
+      scheme,
+      rows,
+      cols,
+      groupSize: group,
+      groupRows: fp8 ? 128 : 1,
+      codes: new Uint8Array(words.buffer),
+      scales: new Float32Array(groups).fill(scale),
+      offsets:
+        scheme === "int4" || scheme === "int2"
+          ? new Float32Array(groups).fill(dist.mean - codeMean * scale)
+          : null,
+    };
+    return this.quantizedWeight("random", w);
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {

@@ -15,24 +15,44 @@ import type {
   StepRows,
   Tensor,
 } from "../backend.js";
-import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
+import { float32ToBf16Bits, float32ToF16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import type { ModelConfig } from "../../model/config.js";
 import type { RopeConfig } from "../../model/rope.js";
-import type { QuantizedWeight } from "../../quant/quantized-weight.js";
-import { TachyonError } from "../../errors.js";
+import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
+import { randomCodes } from "../../quant/random-codes.js";
+import { chunkWeights, checkDeviceSupport, deviceLayout, qgemvFormat } from "./quant-layout.js";
 import { CudaContext, gib, type KernelArg } from "./context.js";
-import { CudaError, Driver, type DevicePtr } from "./driver.js";
+import { CudaError, Driver, type DevicePtr, type Handle } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
+import { prefillTiles } from "./prefill-tiles.js";
+
+/** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
+interface DeviceQuant {
+  scheme: QuantScheme;
+  groupSize: number;
+  scales: DevicePtr;
+}
+
+/** Activations rounded to int8 per block of 32, with a (scale, sum) float2 per block. */
+interface Int8Rows {
+  q: DevicePtr;
+  scales: DevicePtr;
+}
 
 export class CudaTensor implements Tensor {
+  /** The int8 copy its producer made for an integer-weight GEMV, if it made one. */
+  int8?: Int8Rows;
   constructor(
     readonly rows: number,
     readonly cols: number,
     readonly ptr: DevicePtr,
+    readonly quant?: DeviceQuant,
   ) {}
 }
+
+const quantOf = (w: Tensor): DeviceQuant | undefined => (w as CudaTensor).quant;
 
 class CudaKvStorage implements KvStorage {
   constructor(
@@ -55,7 +75,13 @@ interface CudaStep extends Step {
   /** [rows, maxBlocks] block tables, padded to the pool size so every step has the same layout. */
   blockTables: DevicePtr;
   maxBlocks: number;
+  /** Prefill attention tiles: [first row, row count] pairs (see prefillTiles). */
+  tiles: DevicePtr;
+  tileCount: number;
 }
+
+/** Steps of at most this many rows use the decode attention kernel (split over the keys). */
+const maxDecodeRows = 16;
 
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
@@ -94,8 +120,8 @@ class Arena {
 }
 
 /**
- * Steps with at least this many rows (prompt chunks) use tensor-core matrix products on bf16
- * activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
+ * Steps with at least this many rows (prompt chunks) use tensor-core matrix products and
+ * attention on bf16 activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
  * keep activations in float32.
  */
 const tensorCoreMinRows = 64;
@@ -108,6 +134,11 @@ export interface CudaBackendOptions {
 export class CudaBackend implements Backend {
   readonly name = "cuda";
   private readonly arena: Arena;
+  /** Elements of the largest quantized weight: the size of the bf16 dequantization scratch. */
+  private largestQuantized = 0;
+  private dequantScratch: DevicePtr | null = null;
+  /** Whether any weight is of an integer scheme: producers then also write int8 activations. */
+  private intWeights = false;
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
@@ -183,10 +214,54 @@ export class CudaBackend implements Backend {
   }
 
   quantizedWeight(name: string, w: QuantizedWeight): Tensor {
-    throw new TachyonError(
-      `${name}: ${w.scheme} weights are not supported by the CUDA backend yet; use --device cpu`,
-      "unsupported",
-    );
+    const layout = deviceLayout(name, w);
+    const codes = this.ctx.alloc(layout.codes.byteLength, `loading ${name}`);
+    this.ctx.upload(codes, layout.codes);
+    const scales = this.ctx.alloc(layout.scales.byteLength, `loading ${name} (scales)`);
+    this.ctx.upload(scales, layout.scales);
+    this.largestQuantized = Math.max(this.largestQuantized, w.rows * w.cols);
+    this.intWeights ||= w.scheme !== "fp8";
+    return new CudaTensor(w.rows, w.cols, codes, { scheme: w.scheme, groupSize: w.groupSize, scales });
+  }
+
+  /**
+   * A quantized weight of random codes (never all zero) with one scale and offset for the whole
+   * tensor, chosen so its values have the given mean and std: for benchmarks.
+   */
+  randomQuantizedWeight(
+    shape: readonly [number, number],
+    scheme: QuantScheme,
+    groupSize: number,
+    dist: { mean: number; std: number; seed: number },
+  ): Tensor {
+    const [rows, cols] = shape;
+    const fp8 = scheme === "fp8";
+    const group = fp8 ? 128 : groupSize;
+    checkDeviceSupport("random weight", {
+      scheme,
+      rows,
+      cols,
+      groupSize: group,
+      groupRows: fp8 ? 128 : 1,
+    } as QuantizedWeight);
+    const { bytes, mask, codeMean, codeStd } = randomCodes(scheme, rows * cols);
+    const codes = this.ctx.alloc(bytes, "random weights");
+    this.launch("fill_random_u32", [1024, 1, 1], 256, [
+      { ptr: codes },
+      { u64: bytes / 4 },
+      { i32: dist.seed | 0 },
+      { i32: mask | 0 },
+    ]);
+    const scale = dist.std / codeStd;
+    const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * (cols / group);
+    const scales = this.ctx.alloc(groups * 4, "random weights (scales)");
+    const bits = fp8
+      ? new Uint32Array(new Float32Array([scale]).buffer)[0]
+      : float32ToF16Bits(scale) | (float32ToF16Bits(dist.mean - codeMean * scale) << 16);
+    this.ctx.fill32(scales, bits, groups);
+    this.largestQuantized = Math.max(this.largestQuantized, rows * cols);
+    this.intWeights ||= !fp8;
+    return new CudaTensor(rows, cols, codes, { scheme, groupSize: group, scales });
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
@@ -217,16 +292,18 @@ export class CudaBackend implements Backend {
   }
 
   prepareStep(rows: StepRows): Step {
-    // One upload per step: [tokens | positions | slots | outputRows | block tables].
+    // One upload per step: [tokens | positions | slots | outputRows | block tables | tiles].
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const packed = new Int32Array(3 * M + O + M * W);
+    const tiles = M >= tensorCoreMinRows ? prefillTiles(rows) : new Int32Array(0);
+    const packed = new Int32Array(3 * M + O + M * W + tiles.length);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
     packed.set(rows.slots, 2 * M);
     packed.set(rows.outputRows, 3 * M);
     rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
+    packed.set(tiles, 3 * M + O + M * W);
     const base = this.arena.alloc(packed.byteLength);
     this.ctx.upload(base, packed);
     const step: CudaStep = {
@@ -237,6 +314,8 @@ export class CudaBackend implements Backend {
       outputRows: base + 12 * M,
       blockTables: base + 4 * (3 * M + O),
       maxBlocks: W,
+      tiles: base + 4 * (3 * M + O + M * W),
+      tileCount: tiles.length / 2,
     };
     return step;
   }
@@ -265,12 +344,15 @@ export class CudaBackend implements Backend {
     const out = this.tensor(x.rows, x.cols);
     const group = weight.cols;
     const groups = (x.rows * x.cols) / group;
+    const q = group === x.cols ? this.int8For(out) : undefined;
     this.launch("rmsnorm", [groups, 1, 1], this.normThreads(group), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (weight as CudaTensor).ptr },
       { ptr: out.ptr },
       { i32: group },
       { f32: eps },
+      { ptr: q?.q ?? 0 },
+      { ptr: q?.scales ?? 0 },
     ]);
     return out;
   }
@@ -281,6 +363,7 @@ export class CudaBackend implements Backend {
 
   linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
+    if (ws.some((w) => quantOf(w))) return this.quantizedLinearMany(x, ws, biases);
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     if (this.lt && x.rows >= tensorCoreMinRows) {
       const xb = this.bf16Copy(x);
@@ -318,15 +401,43 @@ export class CudaBackend implements Backend {
       const xb = this.bf16Copy(x);
       const g = this.tensor(x.rows, N);
       const u = this.tensor(x.rows, N);
-      this.tensorCoreLinear(g, xb, gate, gateBias);
-      this.tensorCoreLinear(u, xb, up, upBias);
-      const n = x.rows * N;
-      this.launch("silu_mul", [Math.ceil(n / 256), 1, 1], 256, [
-        { ptr: g.ptr },
-        { ptr: u.ptr },
-        { ptr: out.ptr },
-        { i32: n },
-      ]);
+      this.tensorCoreLinear(g, xb, this.dense(gate), gateBias);
+      this.tensorCoreLinear(u, xb, this.dense(up), upBias);
+      return this.siluMul(g, u);
+    }
+    const qg = quantOf(gate);
+    const qu = quantOf(up);
+    if (qg || qu) {
+      if (!qg || !qu || qg.scheme !== qu.scheme || qg.groupSize !== qu.groupSize) {
+        return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
+      }
+      const xq = this.int8Rows(x, qg);
+      for (let r = 0; r < x.rows; r += 16) {
+        const m = Math.min(16, x.rows - r);
+        const split = this.gemvSplit(N);
+        this.ctx.launch(
+          this.qgemvKernel(qg, `qgate_up_m${m}`),
+          [Math.ceil((N * split) / 8), 1, 1],
+          [256, 1, 1],
+          [
+            { ptr: (gate as CudaTensor).ptr },
+            { ptr: (up as CudaTensor).ptr },
+            { ptr: qg.scales },
+            { ptr: qu.scales },
+            { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
+            { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+            { ptr: (x as CudaTensor).ptr + r * K * 4 },
+            { ptr: xq.q && xq.q + r * K },
+            { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+            { ptr: out.ptr + r * N * 4 },
+            { i32: N },
+            { i32: K },
+            { i32: qg.groupSize },
+            { i32: split },
+          ],
+          "qgate_up",
+        );
+      }
       return out;
     }
     for (let r = 0; r < x.rows; r += 16) {
@@ -345,6 +456,133 @@ export class CudaBackend implements Backend {
       ]);
     }
     return out;
+  }
+
+  private siluMul(g: Tensor, u: Tensor): Tensor {
+    const out = this.tensor(g.rows, g.cols);
+    const n = g.rows * g.cols;
+    this.launch("silu_mul", [Math.ceil(n / 256), 1, 1], 256, [
+      { ptr: (g as CudaTensor).ptr },
+      { ptr: (u as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: n },
+    ]);
+    return out;
+  }
+
+  private qgemvKernel(q: DeviceQuant, name: string): Handle {
+    return this.kernels.variant("qgemv", { QFMT: qgemvFormat[q.scheme] }, name);
+  }
+
+  /**
+   * Products with quantized weights: the sub-16-bit GEMV for small steps; for prompt-sized steps
+   * each weight is dequantized to bf16 into one scratch buffer and multiplied on tensor cores.
+   */
+  private quantizedLinearMany(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+  ): Tensor[] {
+    const q = quantOf(ws[0]);
+    const fusable = ws.every((w) => {
+      const wq = quantOf(w);
+      return wq && q && wq.scheme === q.scheme && wq.groupSize === q.groupSize;
+    });
+    if (!fusable || (this.lt && x.rows >= tensorCoreMinRows)) {
+      if (ws.length > 1) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
+      const out = this.tensor(x.rows, ws[0].rows);
+      this.tensorCoreLinear(out, this.bf16Copy(x), this.dense(ws[0]), biases[0]);
+      return [out];
+    }
+    const outs = ws.map((w) => this.tensor(x.rows, w.rows));
+    const K = x.cols;
+    const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
+    const xq = this.int8Rows(x, q!);
+    for (let r = 0; r < x.rows; r += 16) {
+      const m = Math.min(16, x.rows - r);
+      const seg = new DataView(new ArrayBuffer(112));
+      ws.forEach((w, i) => {
+        seg.setBigUint64(8 * i, BigInt((w as CudaTensor).ptr), true);
+        seg.setBigUint64(24 + 8 * i, BigInt(quantOf(w)!.scales), true);
+        seg.setBigUint64(48 + 8 * i, BigInt(biases[i] ? (biases[i] as CudaTensor).ptr : 0), true);
+        seg.setBigUint64(72 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
+        seg.setInt32(96 + 4 * i, w.rows, true);
+      });
+      const split = this.gemvSplit(groups);
+      this.ctx.launch(
+        this.qgemvKernel(q!, `qgemv_m${m}`),
+        [Math.ceil((groups * split) / 8), 1, 1],
+        [256, 1, 1],
+        [
+          { bytes: new Uint8Array(seg.buffer) },
+          { ptr: (x as CudaTensor).ptr + r * K * 4 },
+          { ptr: xq.q && xq.q + r * K },
+          { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+          { i32: K },
+          { i32: q!.groupSize },
+          { i32: split },
+        ],
+        "qgemv",
+      );
+    }
+    return outs;
+  }
+
+  /**
+   * Space for an int8 copy of `out` that its producing kernel fills, when the model has
+   * integer weights (so the GEMV that reads it needs no quantize_x launch) and rows split into
+   * blocks of 32; undefined otherwise.
+   */
+  private int8For(out: CudaTensor): Int8Rows | undefined {
+    if (!this.intWeights || out.cols % 32 !== 0) return undefined;
+    const n = out.rows * out.cols;
+    out.int8 = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
+    return out.int8;
+  }
+
+  /**
+   * x rounded to int8 per block of 32, with a (scale, sum) per block, for the integer-weight GEMV
+   * (kernels/qgemv.cu); fp8 weights read x as it is (null pointers).
+   */
+  private int8Rows(x: Tensor, q: DeviceQuant): Int8Rows {
+    if (q.scheme === "fp8") return { q: 0, scales: 0 };
+    const made = (x as CudaTensor).int8;
+    if (made) return made;
+    const n = x.rows * x.cols;
+    const out = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
+    this.launch("quantize_x", [x.rows, Math.ceil(x.cols / 256), 1], 256, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: out.q },
+      { ptr: out.scales },
+      { i32: x.cols },
+    ]);
+    return out;
+  }
+
+  /**
+   * A weight as bf16 for the tensor cores: itself, or for a quantized weight its dequantization
+   * into the scratch buffer (stream order keeps one use from overwriting the previous one early).
+   */
+  private dense(w: Tensor): Tensor {
+    const q = quantOf(w);
+    if (!q) return w;
+    this.dequantScratch ??= this.ctx.alloc(this.largestQuantized * 2, "dequantization scratch");
+    const work = Math.ceil((w.rows * w.cols) / chunkWeights[q.scheme]);
+    this.ctx.launch(
+      this.qgemvKernel(q, "dequantize_bf16"),
+      [Math.min(Math.ceil(work / 256), 4096), 1, 1],
+      [256, 1, 1],
+      [
+        { ptr: (w as CudaTensor).ptr },
+        { ptr: q.scales },
+        { ptr: this.dequantScratch },
+        { i32: w.rows },
+        { i32: w.cols },
+        { i32: q.groupSize },
+      ],
+      "dequantize_bf16",
+    );
+    return new CudaTensor(w.rows, w.cols, this.dequantScratch);
   }
 
   /**
@@ -396,6 +634,7 @@ export class CudaBackend implements Backend {
   addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
     const sum = this.tensor(x.rows, x.cols);
     const normed = this.tensor(x.rows, x.cols);
+    const q = this.int8For(normed);
     this.launch("add_rmsnorm", [x.rows, 1, 1], this.normThreads(x.cols), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (delta as CudaTensor).ptr },
@@ -404,6 +643,8 @@ export class CudaBackend implements Backend {
       { ptr: normed.ptr },
       { i32: x.cols },
       { f32: eps },
+      { ptr: q?.q ?? 0 },
+      { ptr: q?.scales ?? 0 },
     ]);
     return [sum, normed];
   }
@@ -446,8 +687,26 @@ export class CudaBackend implements Backend {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
     const M = q.rows;
-    // Decode rows split each sequence's keys over many blocks; prefill has enough rows already.
-    const splits = M <= 16 ? 16 : 1;
+    if (M >= tensorCoreMinRows && p.headDim % 16 === 0 && p.headDim <= 128) {
+      const out = this.tensor(M, p.numHeads * p.headDim);
+      this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
+        { ptr: (q as CudaTensor).ptr },
+        { ptr: store.keys + layer * store.layerBytes },
+        { ptr: store.values + layer * store.layerBytes },
+        { ptr: s.positions },
+        { ptr: s.blockTables },
+        { ptr: s.tiles },
+        { ptr: out.ptr },
+        { i32: p.numKvHeads },
+        { i32: s.maxBlocks },
+        { i32: store.spec.blockSize },
+        { i32: p.slidingWindow ?? 0 },
+        { f32: 1 / Math.sqrt(p.headDim) },
+      ]);
+      return out;
+    }
+    // Decode rows split each sequence's keys over many blocks; larger steps have enough rows.
+    const splits = M <= maxDecodeRows ? 16 : 1;
     const parts = M * p.numHeads * splits;
     const partMax = this.arena.alloc(parts * 4);
     const partSum = this.arena.alloc(parts * 4);
@@ -469,6 +728,7 @@ export class CudaBackend implements Backend {
       { f32: 1 / Math.sqrt(p.headDim) },
     ]);
     const out = this.tensor(M, p.numHeads * p.headDim);
+    const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
     this.launch("attention_combine", [M, p.numHeads, 1], p.headDim, [
       { ptr: partMax },
       { ptr: partSum },
@@ -476,6 +736,8 @@ export class CudaBackend implements Backend {
       { ptr: out.ptr },
       { i32: p.numHeads },
       { i32: splits },
+      { ptr: int8?.q ?? 0 },
+      { ptr: int8?.scales ?? 0 },
     ]);
     return out;
   }

@@ -1,0 +1,352 @@
+// Matrix-vector products for M = 1..16 rows with weights below 16 bits, dequantized in registers.
+// One source per scheme: QFMT selects it at compile time (0 int8, 1 int4, 2 int2, 3 fp8), so a
+// model compiles only the scheme it uses. y is float32, as in gemv.cu.
+//
+// Integer schemes multiply on the integer units: x is first rounded to int8 per block of 32
+// (quantize_x in elementwise.cu: a scale and the block's float sum), and dp4a adds four code·x
+// products per instruction. The host reorders int4 and int2 codes inside each 32-bit word so that
+// one mask (and shift) puts four consecutive k in the four bytes: a word of int4 codes costs two
+// LOP3s, one shift and two dp4a for 8 weights. Per block: w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
+//
+// fp8 uses half arithmetic: codes become half by moving bits (value / 256), x is rounded to half
+// per chunk once for all the rows a warp handles, products are summed in half2 over one chunk of
+// 16, then scaled and added in float32.
+//
+// Weights keep the engine layout of src/quant/quantized-weight.ts otherwise. Scales: integer
+// schemes one half2 (scale, offset) per row and group; fp8 one float per 128×128 block.
+
+#ifndef QFMT
+#define QFMT 1
+#endif
+#define ROWS 2  // weight rows per warp, sharing each load of x
+
+constexpr int kQWarps = 8;
+
+#if QFMT == 2
+typedef uint2 chunk_t;  // int2: 8 bytes = 32 weights, so a chunk never spans two groups of 32
+#define CHUNK_K 32
+#elif QFMT == 1
+typedef uint4 chunk_t;  // int4: 16 bytes = 32 weights
+#define CHUNK_K 32
+#else
+typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
+#define CHUNK_K 16
+#endif
+#define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
+// Chunks per row each lane keeps in flight (measured on the H100: 1 for 32-weight chunks, whose
+// decoding takes longer, 2 for 16-weight chunks; scripts/gpu-tune-qgemv.sh).
+#ifndef QDEPTH
+#define QDEPTH (CHUNK_K == 32 ? 1 : 2)
+#endif
+
+__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
+  u32 r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+__device__ __forceinline__ u32 f32x2_to_h2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ float2 h2_to_f32x2(u32 v) {
+  unsigned short lo = v & 0xffff, hi = v >> 16;
+  float a, b;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(a) : "h"(lo));
+  asm("cvt.f32.f16 %0, %1;" : "=f"(b) : "h"(hi));
+  return float2{a, b};
+}
+__device__ __forceinline__ uint2 load_stream2(const uint2* p) {
+  uint2 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ chunk_t load_chunk(const chunk_t* p) {
+#if QFMT == 2
+  return load_stream2(p);
+#else
+  return load_stream(p);
+#endif
+}
+__device__ __forceinline__ u32 word(const chunk_t& c, int i) { return reinterpret_cast<const u32*>(&c)[i]; }
+
+// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, from the host's order.
+__device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
+#if QFMT == 0
+  return (int)word(c, q);  // int8: bytes in k order
+#elif QFMT == 1
+  // int4 word i holds k = 8i + b in the low nibble of byte b and k = 8i + 4 + b in the high one.
+  const u32 w = word(c, q >> 1);
+  return (int)((q & 1 ? w >> 4 : w) & 0x0F0F0F0Fu);
+#elif QFMT == 2
+  // int2 word i holds k = 16i + 4s + b in bits 2s..2s+1 of byte b.
+  return (int)((word(c, q >> 2) >> (2 * (q & 3))) & 0x03030303u);
+#else
+  return 0;
+#endif
+}
+
+// fp8 e4m3 codes 2j, 2j + 1 of a word as half2: sign and magnitude bits moved into half's places,
+// which reads as value / 256 (exact, subnormals included).
+__device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
+  const u32 t = __byte_perm(w, 0u, j == 0 ? 0x4140 : 0x4342);  // bytes 2j, 2j+1 in each half's low byte
+  return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
+}
+
+// Scale (and offset) of the group holding chunk c of row r: w = code · s + o.
+__device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
+#if QFMT == 3
+  const int blocks_per_row = (K + 127) / 128;
+  return float2{reinterpret_cast<const float*>(scales)[(r / 128) * blocks_per_row + (c * CHUNK_K) / 128] * 256.0f,
+                0.0f};
+#else
+  const int groups = K / group;
+  return h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
+#endif
+}
+
+// x as the kernels read it: float32 rows, and for the integer schemes int8 rows with one
+// (scale, sum) per block of 32 (quantize_x).
+struct XRows {
+  const float* f;
+  const int* q;
+  const float2* qs;
+};
+
+// acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
+template <int M>
+__device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
+                                          const XRows& x, int K, int group, int part, int split, bool valid,
+                                          float (&acc)[ROWS][M]) {
+  const int lane = threadIdx.x & 31;
+  const int chunks = valid ? K / CHUNK_K : 0;
+  const int first = lane + 32 * part, stride = 32 * split;
+  // QDEPTH chunks of each row in flight per lane; the first ones are loaded before pdl_wait().
+  chunk_t pre[QDEPTH][ROWS];
+#pragma unroll
+  for (int d = 0; d < QDEPTH; d++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+      pre[d][r] = first + d * stride < chunks ? load_chunk(wr[r] + first + d * stride) : chunk_t{};
+  pdl_start();
+  for (int c0 = first; c0 < chunks; c0 += QDEPTH * stride) {
+#pragma unroll
+    for (int d = 0; d < QDEPTH; d++) {
+      const int c = c0 + d * stride;
+      if (c >= chunks) break;
+      chunk_t cur[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) {
+        cur[r] = pre[d][r];
+        if (c + QDEPTH * stride < chunks) pre[d][r] = load_chunk(wr[r] + c + QDEPTH * stride);
+      }
+      float2 s[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) s[r] = group_scale(sc[r], row[r], c, K, group);
+#pragma unroll
+      for (int m = 0; m < M; m++) {
+#if QFMT == 3
+        const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
+        u32 xh[CHUNK_K / 2];
+#pragma unroll
+        for (int i = 0; i < CHUNK_K / 4; i++) {
+          const float4 v = xv[i];
+          xh[2 * i] = f32x2_to_h2(v.x, v.y);
+          xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+          u32 dot = 0u;
+#pragma unroll
+          for (int i = 0; i < CHUNK_WORDS; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(cur[r], i), j), xh[2 * i + j], dot);
+          const float2 f = h2_to_f32x2(dot);
+          acc[r][m] += (f.x + f.y) * s[r].x;
+        }
+#else
+        const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
+        int xq[CHUNK_K / 4];
+#pragma unroll
+        for (int i = 0; i < CHUNK_K / 16; i++) {
+          const int4 v = xv[i];
+          xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
+        }
+        const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+          int dot = 0;
+#pragma unroll
+          for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(cur[r], q), xq[q], dot);
+          acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
+        }
+#endif
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
+}
+
+// Adds the split warps' partial sums into the first; true for lane 0 of a row group's first warp.
+template <int M>
+__device__ __forceinline__ bool qcombine(float (&acc)[ROWS][M], int split) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (split == 1) return lane == 0;
+  __shared__ float parts[kQWarps][ROWS][M];
+  if (lane == 0)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+      for (int m = 0; m < M; m++) parts[warp][r][m] = acc[r][m];
+  __syncthreads();
+  if (lane != 0 || warp % split != 0) return false;
+  for (int s = 1; s < split; s++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+      for (int m = 0; m < M; m++) acc[r][m] += parts[warp + s][r][m];
+  return true;
+}
+
+// Up to three products sharing x (q, k, v), output rows numbered across them; each warp group
+// takes ROWS consecutive rows of one product (a product's row count is rounded up to ROWS).
+struct QSegments {
+  const chunk_t *w0, *w1, *w2;
+  const void *s0, *s1, *s2;
+  const bf16_t *b0, *b1, *b2;
+  float *y0, *y1, *y2;
+  int n0, n1, n2;
+};
+
+template <int M>
+__device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K, int group, int split) {
+  const int warp = threadIdx.x >> 5;
+  int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
+  const int g0 = (s.n0 + ROWS - 1) / ROWS * ROWS, g1 = (s.n1 + ROWS - 1) / ROWS * ROWS;
+  const chunk_t* w = s.w0;
+  const void* sc = s.s0;
+  const bf16_t* bias = s.b0;
+  float* y = s.y0;
+  int n = s.n0;
+  if (first >= g0) {
+    first -= g0;
+    w = s.w1, sc = s.s1, bias = s.b1, y = s.y1, n = s.n1;
+    if (first >= g1) {
+      first -= g1;
+      w = s.w2, sc = s.s2, bias = s.b2, y = s.y2, n = s.n2;
+    }
+  }
+  const bool valid = first < n;  // past the last row: still takes part in the block's barrier
+  const chunk_t* wr[ROWS];
+  const void* scs[ROWS];
+  int rows[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; r++) {
+    rows[r] = valid ? min(first + r, n - 1) : 0;
+    wr[r] = w + (size_t)rows[r] * (K / CHUNK_K);
+    scs[r] = sc;
+  }
+  float acc[ROWS][M];
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+  qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
+  if (qcombine<M>(acc, split) && valid) {
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+      if (first + r >= n) break;
+      const float b = bias ? bf16_to_f32(bias[first + r]) : 0.0f;
+#pragma unroll
+      for (int m = 0; m < M; m++) y[(size_t)m * n + first + r] = acc[r][m] + b;
+    }
+  }
+}
+
+// silu(x·Wg + bg) * (x·Wu + bu) for quantized gate and up (ROWS = 2: a gate row and its up row).
+template <int M>
+__device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
+                                         const bf16_t* bg, const bf16_t* bu, const XRows& x,
+                                         float* __restrict__ y, int N, int K, int group, int split) {
+  const int warp = threadIdx.x >> 5;
+  const int row = blockIdx.x * (kQWarps / split) + warp / split;
+  const bool valid = row < N;
+  const int r0 = valid ? row : 0;
+  const chunk_t* wr[ROWS] = {wg + (size_t)r0 * (K / CHUNK_K), wu + (size_t)r0 * (K / CHUNK_K)};
+  const void* scs[ROWS] = {sg, su};
+  const int rows[ROWS] = {r0, r0};
+  float acc[ROWS][M];
+#pragma unroll
+  for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
+  qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
+  if (qcombine<M>(acc, split) && valid) {
+    const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float a = acc[0][m] + gb;
+      y[(size_t)m * N + row] = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
+    }
+  }
+}
+
+// Dequantizes a whole weight to bf16 (prompt-sized steps multiply it on tensor cores).
+extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const void* __restrict__ scales,
+                                           bf16_t* __restrict__ out, int N, int K, int group) {
+  pdl_start();
+  const int chunks = K / CHUNK_K;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)N * chunks;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const int r = i / chunks, c = i % chunks;
+    const chunk_t ch = w[i];
+    const float2 s = group_scale(scales, r, c, K, group);
+    float v[CHUNK_K];
+#if QFMT == 3
+#pragma unroll
+    for (int j = 0; j < CHUNK_K / 2; j++) {
+      const float2 f = h2_to_f32x2(fp8_pair(word(ch, j / 2), j % 2));
+      v[2 * j] = f.x * s.x, v[2 * j + 1] = f.y * s.x;
+    }
+#else
+#pragma unroll
+    for (int q = 0; q < CHUNK_K / 4; q++) {
+      const int codes = code_quad(ch, q);
+#pragma unroll
+      for (int b = 0; b < 4; b++) v[4 * q + b] = (float)(signed char)(codes >> (8 * b)) * s.x + s.y;
+    }
+#endif
+    u32* o = reinterpret_cast<u32*>(out + (size_t)r * K + c * CHUNK_K);
+#pragma unroll
+    for (int k = 0; k < CHUNK_K; k += 2) o[k / 2] = pack_bf16x2(v[k], v[k + 1]);
+  }
+}
+
+#define QGEMV(M)                                                                                          \
+  extern "C" __global__ void __launch_bounds__(256)                                                       \
+      qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, int K, int group, int split) { \
+    qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                      \
+  }                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(256) qgate_up_m##M(                                        \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,             \
+      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group, \
+      int split) {                                                                                        \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs}, y, N, K, group, split);                        \
+  }
+QGEMV(1)
+QGEMV(2)
+QGEMV(3)
+QGEMV(4)
+QGEMV(5)
+QGEMV(6)
+QGEMV(7)
+QGEMV(8)
+QGEMV(9)
+QGEMV(10)
+QGEMV(11)
+QGEMV(12)
+QGEMV(13)
+QGEMV(14)
+QGEMV(15)
+QGEMV(16)
