@@ -8,6 +8,7 @@ import { benchCommand } from "./bench.js";
 import { evalCommand } from "./eval.js";
 import { infoCommand } from "./info.js";
 import { runCommand } from "./run.js";
+import { serveCommand } from "./serve.js";
 
 const usage = `tachyon — fast LLM inference for Node.js
 
@@ -16,6 +17,7 @@ Usage:
   tachyon info [--model DIR]                                      architecture, parameters, memory
   tachyon eval [--model DIR] --file TEXT                          held-out perplexity (+ MTP acceptance)
   tachyon bench [--shape NAME] [--weights W] [--device D] [--out F] batch-1 decode speed on random weights
+  tachyon serve [--model [NAME=]DIR ...] [--port N] [--host H]    OpenAI-compatible server (continuous batching)
 
 Run options:
   --model DIR              Hugging Face model folder (default: the embedded tachyon-code-tiny)
@@ -44,6 +46,18 @@ Bench options (speculation):
   --spec oracle            also measure speculation at fixed accepted lengths: the target's own
                            greedy tokens are proposed, all accepted (random weights accept nothing)
   --spec-accepted L,...    accepted lengths to measure (default 1,2,3,4)
+
+Serve options (and --device, --max-context, --gpu-memory-fraction as above):
+  --model [NAME=]DIR       a model to serve, requested as NAME (default: the folder's name); repeatable
+  --shape NAME             also serve a random-weight model of a bench shape (e.g. llama-3-8b), named NAME
+  --host H  --port N       where to listen (default 127.0.0.1:8000; port 0 picks a free one)
+  --api-key KEY            require "Authorization: Bearer KEY" on /v1 routes; repeatable
+  --kv-cache-tokens N      KV-cache token slots per model, shared by all requests (default 16384)
+  --max-batch-tokens N     tokens per batched step: decode rows, then prompt chunks (default 256)
+  --max-running N          sequences generated at once (default 64)
+  --max-queue N            sequences waiting before requests get 429 (default 256)
+  --max-body-bytes N       largest request body (default 4194304)
+  --shutdown-timeout S     on SIGINT/SIGTERM, seconds to let requests finish (default 30)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -57,6 +71,8 @@ async function main(argv: string[]): Promise<number> {
       return benchCommand(rest);
     case "eval":
       return evalCommand(rest);
+    case "serve":
+      return serveCommand(rest);
     case undefined:
     case "help":
     case "--help":

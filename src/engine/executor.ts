@@ -38,6 +38,22 @@ export interface StepInput {
   allLogits?: boolean;
 }
 
+/**
+ * How an input's next token is chosen after a step: not at all (a prompt chunk with more to
+ * come), by an argmax or a draw on the device, or on the host from the logits (host sampling,
+ * logprobs).
+ */
+export type TokenChoice =
+  { by: "none" } | { by: "argmax" } | { by: "draw"; draw: DeviceDraw } | { by: "host" };
+
+/** What a step gives an input: its token when chosen on the device, its logits when on the host. */
+export interface ChoiceResult {
+  token?: number;
+  logits?: Float32Array;
+}
+
+const choiceOrder = { argmax: 0, draw: 1, host: 2, none: 3 } as const;
+
 export interface KvCacheOptions {
   /** Total token slots across all sequences. */
   maxTokens: number;
@@ -152,6 +168,46 @@ export class ModelExecutor {
     this.trail = null; // the draws' histories decide how much it allocated
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
     return Array.from(ids);
+  }
+
+  /**
+   * One step over inputs that choose their next tokens in different ways (a server's batch). The
+   * forward pass runs once; then each group of rows goes to its own mechanism, so a sequence's
+   * tokens never depend on what it is batched with. Each input has one output row (no allLogits).
+   */
+  stepChoosing(inputs: readonly StepInput[], choices: readonly TokenChoice[]): ChoiceResult[] {
+    if (inputs.some((inp) => inp.allLogits)) throw new Error("stepChoosing gives one output row per input");
+    // Rows grouped by mechanism (stable order within a group): each group is one slice of the logits.
+    const order = [...inputs.keys()].sort((a, b) => choiceOrder[choices[a].by] - choiceOrder[choices[b].by]);
+    const logits = this.run(this.rows(order.map((i) => inputs[i])));
+    for (const inp of inputs) inp.seq.length += inp.tokens.length;
+
+    const b = this.backend;
+    const results: ChoiceResult[] = inputs.map(() => ({}));
+    const group = (by: TokenChoice["by"]) => order.filter((i) => choices[i].by === by);
+    let row = 0;
+    const argmax = group("argmax");
+    if (argmax.length > 0) {
+      const ids = this.argmax(b.sliceRows(logits, row, argmax.length));
+      argmax.forEach((i, j) => (results[i].token = ids[j]));
+      row += argmax.length;
+    }
+    const draw = group("draw");
+    if (draw.length > 0) {
+      if (!b.sampleRows) throw new Error(`the ${b.name} backend cannot sample on the device`);
+      const draws = draw.map((i) => (choices[i] as { draw: DeviceDraw }).draw);
+      const ids = b.sampleRows(b.sliceRows(logits, row, draw.length), draws);
+      this.trail = null; // the draws' histories decide how much it allocated
+      draw.forEach((i, j) => (results[i].token = ids[j]));
+      row += draw.length;
+    }
+    const host = group("host");
+    if (host.length > 0) {
+      const all = b.read(b.sliceRows(logits, row, host.length));
+      const vocab = this.config.vocabSize;
+      host.forEach((i, j) => (results[i].logits = all.subarray(j * vocab, (j + 1) * vocab)));
+    }
+    return results;
   }
 
   /**

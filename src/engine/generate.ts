@@ -4,21 +4,13 @@
  * it is shown. The loop yields to the event loop between tokens so a server stays responsive and
  * an AbortSignal can end it.
  */
-import { TachyonError } from "../errors.js";
-import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { prefillChunk, type ModelExecutor } from "./executor.js";
-import {
-  logSoftmaxAt,
-  Sampler,
-  topLogprobs,
-  validateSamplingParams,
-  type SamplingParams,
-} from "./sampling.js";
-import { SpeculativeDecoder, type DecodeMode, type StepTokens } from "./speculative/decoder.js";
+import { Sampler, type SamplingParams } from "./sampling.js";
+import { generationSettings, samplingMode, SequenceOutput } from "./sequence-output.js";
+import { SpeculativeDecoder, type StepTokens } from "./speculative/decoder.js";
 import { createSpeculation, type SpeculationOptions } from "./speculative/options.js";
 import type { SpeculationStats } from "./speculative/stats.js";
-import { StopStringMatcher } from "./stop-strings.js";
 
 export type { SpeculationOptions, SpeculationStats };
 
@@ -79,50 +71,15 @@ export async function* generateTokens(
   promptIds: readonly number[],
   options: GenerateOptions = {},
 ): AsyncGenerator<GeneratedToken, GenerationResult> {
-  const cfg = executor.config;
-  const params = validateSamplingParams(options);
-  if (promptIds.length === 0)
-    throw new TachyonError("the prompt is empty: give at least one token", "argument");
-  const room = executor.contextLength - promptIds.length;
-  if (room <= 0) {
-    throw new TachyonError(
-      `the prompt has ${promptIds.length} tokens but the context is ${executor.contextLength}; shorten it` +
-        (executor.contextLength < cfg.maxPositions
-          ? ` or raise --max-context (the model allows ${cfg.maxPositions})`
-          : ""),
-      "argument",
-    );
-  }
-  if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 1)) {
-    throw new TachyonError(`max_tokens must be a positive integer, got ${options.maxTokens}`, "argument");
-  }
-  const maxTokens = Math.min(options.maxTokens ?? room, room);
-  const stopIds = new Set(options.stopTokenIds ?? []);
-  if (!options.ignoreEos) for (const id of cfg.eosTokenIds) stopIds.add(id);
-  const topN = options.logprobs;
-
-  const sampler = new Sampler(params, cfg.vocabSize);
+  const settings = generationSettings(executor, promptIds, options);
+  const { params, maxTokens } = settings;
+  const sampler = new Sampler(params, executor.config.vocabSize);
   sampler.setPrompt(promptIds);
-  const detokenizer = new StreamDecoder(tokenizer, promptIds);
-  const stops = new StopStringMatcher(options.stop ?? []);
+  const output = new SequenceOutput(tokenizer, promptIds, settings);
   const seq = executor.newSequence();
-  const start = performance.now();
-  let firstTokenAt = 0;
-  const tokens: number[] = [];
-  let text = "";
-  let finishReason: FinishReason = "length";
-  let matchedStopString = false;
 
-  // The token is chosen where the logits are: plain greedy by an argmax, anything else by the
-  // backend's sampler when it has one; only with logprobs do the logits come to the host.
   // Speculative sampling needs the logits of the rows with proposals on the host too.
-  const plainGreedy =
-    params.temperature === 0 &&
-    params.repetitionPenalty === 1 &&
-    params.presencePenalty === 0 &&
-    params.frequencyPenalty === 0;
-  const mode: DecodeMode =
-    topN !== undefined ? "host" : plainGreedy ? "argmax" : executor.backend.sampleRows ? "device" : "host";
+  const mode = samplingMode(settings, executor.backend);
   const speculation = options.speculation
     ? createSpeculation(options.speculation, executor, tokenizer, seq)
     : null;
@@ -134,62 +91,30 @@ export async function* generateTokens(
     }
     let ready: StepTokens = decoder.step(maxTokens);
     let next = 0;
-    while (tokens.length < maxTokens) {
+    let endReason: FinishReason = "length";
+    while (!output.done) {
       if (options.signal?.aborted) {
-        finishReason = "abort";
+        endReason = "abort";
         break;
       }
-      const logits = ready.logits?.[next];
-      const token = ready.tokens[next++];
-      tokens.push(token);
-      if (tokens.length === 1) firstTokenAt = performance.now();
-      if (stopIds.has(token)) {
-        finishReason = "stop";
-        break;
-      }
-      const out: GeneratedToken = { token, text: "" };
-      if (topN !== undefined && logits) {
-        out.logprob = logSoftmaxAt(logits, token);
-        out.topLogprobs = topLogprobs(logits, topN).map((t) => ({ ...t, text: tokenizer.decode([t.token]) }));
-      }
-      const visible = stops.push(detokenizer.push(token));
-      out.text = visible.text;
-      text += visible.text;
-      yield out;
-      if (visible.stopped) {
-        finishReason = "stop";
-        matchedStopString = true;
-        break;
-      }
-      if (tokens.length === maxTokens) break;
+      const out = output.push(ready.tokens[next], ready.logits?.[next]);
+      next++;
+      if (out) yield out;
+      if (output.done) break;
       if (next === ready.tokens.length) {
         await yieldToEventLoop();
-        ready = decoder.step(maxTokens - tokens.length);
+        ready = decoder.step(maxTokens - output.tokens.length);
         next = 0;
       }
     }
-    if (!matchedStopString) {
-      const tail = stops.push(detokenizer.flush()).text + stops.flush();
-      if (tail) {
-        text += tail;
-        yield { token: null, text: tail };
-      }
-    }
+    const tail = output.finish(endReason);
+    if (tail) yield tail;
   } finally {
     decoder.close();
     seq.free();
   }
-  const end = performance.now();
-  const decodeMs = end - (firstTokenAt || end);
   return {
-    text,
-    tokens,
-    finishReason,
-    promptTokens: promptIds.length,
-    completionTokens: tokens.length,
-    timeToFirstTokenMs: (firstTokenAt || end) - start,
-    totalMs: end - start,
-    decodeTokensPerSecond: tokens.length > 1 && decodeMs > 0 ? ((tokens.length - 1) * 1000) / decodeMs : 0,
+    ...output.result(),
     ...(speculation && { speculation: decoder.counter.stats(options.speculation!.method) }),
   };
 }

@@ -2,10 +2,20 @@
  * The library's entry point: a model folder loaded onto a backend, with its tokenizer, ready to
  * generate. `loadModel` → `generate` / `chat` (async iterators of tokens) or `complete`.
  */
+import type { Backend } from "../backends/backend.js";
 import { createBackend, type Device } from "../backends/select.js";
+import { TachyonError } from "../errors.js";
 import { Checkpoint } from "../model/checkpoint.js";
-import { loadConfig, type ModelConfig } from "../model/config.js";
-import { expectedTensors, loadWeights, usesTiedEmbeddings, type LoadProgress } from "../model/weights.js";
+import { loadConfig, parseConfig, type ModelConfig } from "../model/config.js";
+import { configJson, namedShapes } from "../model/random-checkpoint.js";
+import type { ModelWeights } from "../model/transformer.js";
+import {
+  expectedTensors,
+  loadWeights,
+  randomWeights,
+  usesTiedEmbeddings,
+  type LoadProgress,
+} from "../model/weights.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
 import { Tokenizer } from "../tokenizer/tokenizer.js";
 import { ModelExecutor } from "./executor.js";
@@ -22,6 +32,11 @@ export interface LoadOptions {
   device?: Device;
   /** Longest prompt + completion to reserve KV cache for (default: the model's, up to 4096). */
   maxContext?: number;
+  /**
+   * Token slots in the KV cache, shared by all sequences (default: one context's worth). A server
+   * running many sequences at once wants several contexts' worth.
+   */
+  kvCacheTokens?: number;
   /** Share of the GPU's memory tachyon may use (default 0.9). */
   gpuMemoryFraction?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -55,17 +70,40 @@ export class LoadedModel {
     try {
       const info = describe(config, ckpt, dir);
       const contextLength = Math.min(config.maxPositions, options.maxContext ?? 4096);
-      // Fail before loading anything when the model cannot fit: weights, KV cache, activations.
-      backend.checkCapacity?.(info.parameters, contextLength, options.gpuMemoryFraction ?? 0.9);
-      const weights = loadWeights(backend, config, ckpt, dir, options.onProgress);
-      const executor = new ModelExecutor(backend, config, weights, {
-        maxTokens: contextLength,
-        contextLength,
-      });
+      const executor = makeExecutor(backend, config, contextLength, info.parameters, options, () =>
+        loadWeights(backend, config, ckpt, dir, options.onProgress),
+      );
       return new LoadedModel(dir, config, tokenizer, executor, info, note);
     } finally {
       ckpt.close();
     }
+  }
+
+  /**
+   * A model of a named shape (e.g. "llama-3-8b") with seeded random weights made on the backend
+   * and the tokenizer of `tokenizerDir`: for measuring sizes whose real weights are not at hand.
+   */
+  static random(shape: string, tokenizerDir: string, options: LoadOptions = {}): LoadedModel {
+    const dims = namedShapes[shape];
+    if (!dims) {
+      throw new TachyonError(
+        `unknown shape "${shape}"; known: ${Object.keys(namedShapes).join(", ")}`,
+        "argument",
+      );
+    }
+    const contextLength = options.maxContext ?? 4096;
+    const config = parseConfig(configJson({ ...dims, maxPositions: contextLength }));
+    const tokenizer = Tokenizer.load(tokenizerDir);
+    const { backend, note } = createBackend(options.device ?? "auto", config);
+    let parameters = 0;
+    for (const d of expectedTensors(config, config.tieWordEmbeddings !== true).values()) {
+      parameters += d.reduce((a, b) => a * b, 1);
+    }
+    const info = { architecture: config.architecture, parameters, checkpointBytes: 0, dtypes: ["random"] };
+    const executor = makeExecutor(backend, config, contextLength, parameters, options, () =>
+      randomWeights(backend, config, 7),
+    );
+    return new LoadedModel(`random:${shape}`, config, tokenizer, executor, info, note);
   }
 
   get device(): string {
@@ -99,6 +137,21 @@ export class LoadedModel {
   logits(tokens: readonly number[]): Float32Array {
     return this.executor.score(tokens).logits;
   }
+}
+
+/** Checks that weights and KV cache fit before any weight is made, then builds the executor. */
+function makeExecutor(
+  backend: Backend,
+  config: ModelConfig,
+  contextLength: number,
+  parameters: number,
+  options: LoadOptions,
+  weights: () => ModelWeights,
+): ModelExecutor {
+  const kvTokens = options.kvCacheTokens ?? contextLength;
+  // Fail before loading anything when the model cannot fit: weights, KV cache, activations.
+  backend.checkCapacity?.(parameters, kvTokens, options.gpuMemoryFraction ?? 0.9);
+  return new ModelExecutor(backend, config, weights(), { maxTokens: kvTokens, contextLength });
 }
 
 function describe(config: ModelConfig, ckpt: Checkpoint, dir: string): ModelInfo {
