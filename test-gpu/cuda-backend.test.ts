@@ -93,8 +93,8 @@ function compare(name: string, c: Tensor, g: Tensor, tol = 1e-5): void {
   assert.ok(err <= tol, `${name}: relative error ${err.toExponential(2)} > ${tol}`);
 }
 
-test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 and 37 rows, with and without bias", () => {
-  for (const M of [1, 2, 3, 4, 5, 7, 8, 11, 16, 37]) {
+test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 rows, with and without bias", () => {
+  for (const M of [1, 2, 3, 4, 5, 7, 8, 11, 16]) {
     fresh();
     const [wc, wg] = weight([704, 256], 0.06);
     const [uc, ug] = weight([704, 256], 0.06);
@@ -111,8 +111,8 @@ test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 and 37 ro
   }
 });
 
-test("tensor-core path (cuBLASLt, bf16 activations) for prompt-sized steps: 64 and 300 rows", () => {
-  for (const M of [64, 300]) {
+test("tensor-core path (cuBLASLt, bf16 activations) for steps of more than 16 rows: 17, 64 and 300", () => {
+  for (const M of [17, 64, 300]) {
     fresh();
     const [wc, wg] = weight([704, 256], 0.06);
     const [uc, ug] = weight([704, 256], 0.06);
@@ -145,7 +145,7 @@ function quantized(scheme: QuantScheme, rows: number, cols: number, groupSize: n
   return { scheme, rows, cols, groupSize: group, groupRows: fp8 ? 128 : 1, codes, scales, offsets };
 }
 
-test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, 37) and the dequantize + tensor-core path (64, 100 rows)", () => {
+test("quantized GEMV (fp8, int8, int4, int2; M = 1..16) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
   const cases: [QuantScheme, number][] = [
     ["fp8", 128],
     ["int8", 256],
@@ -169,7 +169,7 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, 37) and the dequantize +
       const [xc, xg] = activation(M, 256);
       // The tensor-core path rounds x to bf16; the fp8 GEMV sums in half precision per chunk; the
       // integer GEMVs round x to int8 per block of 32.
-      const tol = M >= 64 ? 1e-2 : scheme === "fp8" ? 3e-3 : 1.5e-2;
+      const tol = M > 16 ? 1e-2 : scheme === "fp8" ? 3e-3 : 1.5e-2;
       const what = `${scheme} g${group} M=${M}`;
       compare(`linear+bias ${what}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), tol);
       const many = gpu.linearMany(xg, [wg, kg, ug], [undefined, undefined, bg]);
@@ -333,8 +333,10 @@ for (const name of fs.readdirSync(path.join(fixturesDir, "models")).sort()) {
       console.log(
         `# ${name} prompt ${i}: rel. error vs transformers ${errRef.toExponential(2)}, vs CPU ${errCpu.toExponential(2)}`,
       );
-      assert.ok(errRef < (exact ? 1e-4 : 2e-2), `vs transformers ${errRef}`);
-      assert.ok(errCpu < (exact ? 1e-4 : 2e-2), `vs cpu ${errCpu}`);
+      // Prompts of more than 16 tokens run on tensor cores with bf16 activations.
+      const tol = exact && prompt.ids.length <= 16 ? 1e-4 : 2e-2;
+      assert.ok(errRef < tol, `vs transformers ${errRef}`);
+      assert.ok(errCpu < tol, `vs cpu ${errCpu}`);
     });
     file.close();
     // A prompt long enough for the tensor-core prefill path.
@@ -484,7 +486,8 @@ test("the embedded model's MTP modules give the same logits on the GPU as on the
   const dir = path.join(repoRoot, "models", "tachyon-code-tiny");
   const g = await loadModel(dir, { device: "cuda" });
   const c = await loadModel(dir, { device: "cpu" });
-  const ids = g.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", false);
+  // At most 16 tokens: one float32 GEMV step on the GPU, comparable to the CPU to 1e-4.
+  const ids = g.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", false).slice(0, 16);
   const sg = g.executor.score(ids, 2);
   const sc = c.executor.score(ids, 2);
   assert.ok(relErr(sg.logits, sc.logits) < 1e-4, "main logits");

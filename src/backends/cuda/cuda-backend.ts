@@ -80,8 +80,14 @@ interface CudaStep extends Step {
   tileCount: number;
 }
 
-/** Steps of at most this many rows use the decode attention kernel (split over the keys). */
-const maxDecodeRows = 16;
+/**
+ * Steps of at most this many rows (decode, speculative verification, short prompts) use the GEMV
+ * kernels, which keep activations in float32 and read each weight once for all rows; the decode
+ * attention kernel splits each row's keys over many blocks. Larger steps (prompt chunks, batched
+ * decode of many sequences) multiply on tensor cores with bf16 activations: past 16 rows a GEMV
+ * stops being bound by the weight read.
+ */
+const maxGemvRows = 16;
 
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
@@ -119,12 +125,8 @@ class Arena {
   }
 }
 
-/**
- * Steps with at least this many rows (prompt chunks) use tensor-core matrix products and
- * attention on bf16 activations; smaller ones (decode, verification, short prompts) use the GEMV kernels, which
- * keep activations in float32.
- */
-const tensorCoreMinRows = 64;
+/** Steps of at least this many rows (prompt chunks) use the tensor-core prefill attention. */
+const prefillAttentionMinRows = 64;
 
 export interface CudaBackendOptions {
   /** Most rows one step may have (prefill chunk size). */
@@ -296,7 +298,7 @@ export class CudaBackend implements Backend {
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const tiles = M >= tensorCoreMinRows ? prefillTiles(rows) : new Int32Array(0);
+    const tiles = M >= prefillAttentionMinRows ? prefillTiles(rows) : new Int32Array(0);
     const packed = new Int32Array(3 * M + O + M * W + tiles.length);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
@@ -365,7 +367,7 @@ export class CudaBackend implements Backend {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
     if (ws.some((w) => quantOf(w))) return this.quantizedLinearMany(x, ws, biases);
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
-    if (this.lt && x.rows >= tensorCoreMinRows) {
+    if (this.lt && x.rows > maxGemvRows) {
       const xb = this.bf16Copy(x);
       ws.forEach((w, i) => this.tensorCoreLinear(outs[i], xb, w, biases[i]));
       return outs;
@@ -397,7 +399,7 @@ export class CudaBackend implements Backend {
     const out = this.tensor(x.rows, gate.rows);
     const K = x.cols;
     const N = gate.rows;
-    if (this.lt && x.rows >= tensorCoreMinRows) {
+    if (this.lt && x.rows > maxGemvRows) {
       const xb = this.bf16Copy(x);
       const g = this.tensor(x.rows, N);
       const u = this.tensor(x.rows, N);
@@ -488,7 +490,7 @@ export class CudaBackend implements Backend {
       const wq = quantOf(w);
       return wq && q && wq.scheme === q.scheme && wq.groupSize === q.groupSize;
     });
-    if (!fusable || (this.lt && x.rows >= tensorCoreMinRows)) {
+    if (!fusable || (this.lt && x.rows > maxGemvRows)) {
       if (ws.length > 1) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
       const out = this.tensor(x.rows, ws[0].rows);
       this.tensorCoreLinear(out, this.bf16Copy(x), this.dense(ws[0]), biases[0]);
@@ -687,7 +689,7 @@ export class CudaBackend implements Backend {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
     const M = q.rows;
-    if (M >= tensorCoreMinRows && p.headDim % 16 === 0 && p.headDim <= 128) {
+    if (M >= prefillAttentionMinRows && p.headDim % 16 === 0 && p.headDim <= 128) {
       const out = this.tensor(M, p.numHeads * p.headDim);
       this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
         { ptr: (q as CudaTensor).ptr },
@@ -706,7 +708,7 @@ export class CudaBackend implements Backend {
       return out;
     }
     // Decode rows split each sequence's keys over many blocks; larger steps have enough rows.
-    const splits = M <= maxDecodeRows ? 16 : 1;
+    const splits = M <= maxGemvRows ? 16 : 1;
     const parts = M * p.numHeads * splits;
     const partMax = this.arena.alloc(parts * 4);
     const partSum = this.arena.alloc(parts * 4);
