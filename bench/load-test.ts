@@ -51,8 +51,15 @@ export interface LoadReport {
   wall_s: number;
   completion_tokens: number;
   aggregate_tok_s: number;
+  /** Each stream's completion tokens over its time from request to last chunk. */
   per_stream_tok_s: Percentiles;
+  /** Request → first chunk with text. */
   ttft_ms: Percentiles;
+  /**
+   * Gaps between chunks with text. A chunk carries one token's text, except where the server
+   * holds text back (an incomplete UTF-8 character, a possible stop string): random-weight models
+   * emit many partial byte sequences, so there the gaps span several tokens.
+   */
   itl_ms: Percentiles;
 }
 
@@ -109,9 +116,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     const arrivals: number[] = [];
     let finished = false;
     let usage = 0;
+    let last = start;
     for await (const chunk of stream) {
+      last = performance.now();
       const choice = chunk.choices[0];
-      if (choice?.text) arrivals.push(performance.now());
+      if (choice?.text) arrivals.push(last);
       if (choice?.finish_reason) finished = true;
       if (chunk.usage) usage = chunk.usage.completion_tokens;
     }
@@ -123,8 +132,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     tokens += usage;
     if (arrivals.length > 0) ttft.push(arrivals[0] - start);
     for (let k = 1; k < arrivals.length; k++) itl.push(arrivals[k] - arrivals[k - 1]);
-    const decodeMs = arrivals.at(-1)! - arrivals[0];
-    if (arrivals.length > 1 && decodeMs > 0) perStream.push(((arrivals.length - 1) * 1000) / decodeMs);
+    perStream.push((usage * 1000) / (last - start));
   };
 
   let next = 0;

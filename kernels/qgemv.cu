@@ -70,17 +70,22 @@ __device__ __forceinline__ chunk_t load_chunk(const chunk_t* p) {
 }
 __device__ __forceinline__ u32 word(const chunk_t& c, int i) { return reinterpret_cast<const u32*>(&c)[i]; }
 
-// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, from the host's order.
+// Codes are centred before the products (int4: q - 8, int2: q - 2; the offset takes the rest): an
+// error in x's rounding then scales with the code's distance from the middle, not with the code.
+#define CENTRE (QFMT == 1 ? 8 : QFMT == 2 ? 2 : 0)
+
+// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, centred, from the
+// host's order.
 __device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
 #if QFMT == 0
   return (int)word(c, q);  // int8: bytes in k order
 #elif QFMT == 1
   // int4 word i holds k = 8i + b in the low nibble of byte b and k = 8i + 4 + b in the high one.
   const u32 w = word(c, q >> 1);
-  return (int)((q & 1 ? w >> 4 : w) & 0x0F0F0F0Fu);
+  return (int)__vsub4((q & 1 ? w >> 4 : w) & 0x0F0F0F0Fu, 0x08080808u);
 #elif QFMT == 2
   // int2 word i holds k = 16i + 4s + b in bits 2s..2s+1 of byte b.
-  return (int)((word(c, q >> 2) >> (2 * (q & 3))) & 0x03030303u);
+  return (int)__vsub4((word(c, q >> 2) >> (2 * (q & 3))) & 0x03030303u, 0x02020202u);
 #else
   return 0;
 #endif
@@ -93,7 +98,7 @@ __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
   return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
 }
 
-// Scale (and offset) of the group holding chunk c of row r: w = code · s + o.
+// Scale and offset of the group holding chunk c of row r, for centred codes.
 __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
 #if QFMT == 3
   const int blocks_per_row = (K + 127) / 128;
@@ -101,7 +106,8 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
                 0.0f};
 #else
   const int groups = K / group;
-  return h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
+  const float2 f = h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
+  return float2{f.x, f.y + CENTRE * f.x};  // w = (code - CENTRE) · s + (o + CENTRE · s)
 #endif
 }
 
