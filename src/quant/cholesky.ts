@@ -1,9 +1,9 @@
 /**
  * The dense linear algebra GPTQ needs, on symmetric positive-definite n × n matrices stored
- * row-major in Float64Arrays: Cholesky factors and the inverse built from them.
+ * row-major in Float64Arrays.
  */
 
-/** Lower-triangular L with A = L·Lᵀ (upper triangle zeroed), or null when A is not positive definite. */
+/** Lower-triangular L with A = L·Lᵀ (upper triangle zero), or null when A is not positive definite. */
 export function cholesky(a: Float64Array, n: number): Float64Array | null {
   const l = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
@@ -23,29 +23,37 @@ export function cholesky(a: Float64Array, n: number): Float64Array | null {
   return l;
 }
 
-/** A⁻¹ from A's Cholesky factor L: (L·Lᵀ)⁻¹ = L⁻ᵀ·L⁻¹. */
-export function inverseFromCholesky(l: Float64Array, n: number): Float64Array {
-  // M = L⁻¹ by forward substitution, column by column; M is lower triangular.
+/** L⁻¹ of a lower-triangular L, row by row: row i = (e_i − Σ_{k<i} L[i][k] · row k) / L[i][i]. */
+export function lowerInverse(l: Float64Array, n: number): Float64Array {
   const m = new Float64Array(n * n);
-  for (let c = 0; c < n; c++) {
-    m[c * n + c] = 1 / l[c * n + c];
-    for (let i = c + 1; i < n; i++) {
-      let s = 0;
-      for (let k = c; k < i; k++) s += l[i * n + k] * m[k * n + c];
-      m[i * n + c] = -s / l[i * n + i];
+  for (let i = 0; i < n; i++) {
+    const rowI = i * n;
+    for (let k = 0; k < i; k++) {
+      const f = l[rowI + k];
+      if (f === 0) continue;
+      const rowK = k * n;
+      for (let j = 0; j <= k; j++) m[rowI + j] -= f * m[rowK + j];
     }
+    const d = 1 / l[rowI + i];
+    for (let j = 0; j < i; j++) m[rowI + j] *= d;
+    m[rowI + i] = d;
   }
-  // A⁻¹[i][j] = Σ_k M[k][i]·M[k][j] over k ≥ max(i, j); symmetric.
-  const inv = new Float64Array(n * n);
-  for (let k = 0; k < n; k++) {
-    const rowK = k * n;
-    for (let i = 0; i <= k; i++) {
-      const mki = m[rowK + i];
-      if (mki === 0) continue;
-      const rowI = i * n;
-      for (let j = i; j <= k; j++) inv[rowI + j] += mki * m[rowK + j];
-    }
-  }
-  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) inv[i * n + j] = inv[j * n + i];
-  return inv;
+  return m;
+}
+
+/**
+ * Upper-triangular U with A⁻¹ = Uᵀ·U, or null when A is not positive definite. With P the
+ * order-reversing permutation and P·A·P = L·Lᵀ, A = V·Vᵀ for the upper-triangular V = P·L·P, so
+ * A⁻¹ = (V⁻¹)ᵀ·V⁻¹ and U = V⁻¹ = P·L⁻¹·P: one Cholesky and one triangular inverse, no full inverse.
+ */
+export function inverseUpperCholesky(a: Float64Array, n: number): Float64Array | null {
+  const reversed = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) reversed[i * n + j] = a[(n - 1 - i) * n + (n - 1 - j)];
+  const l = cholesky(reversed, n);
+  if (!l) return null;
+  const m = lowerInverse(l, n);
+  const u = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+  return u;
 }

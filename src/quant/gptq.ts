@@ -10,7 +10,7 @@
  * updates to later blocks are batched per block ("lazy batch updates").
  */
 import { TachyonError } from "../errors.js";
-import { cholesky, inverseFromCholesky } from "./cholesky.js";
+import { inverseUpperCholesky } from "./cholesky.js";
 import { groupParams, intWeight, nearestCode, type GroupParams, type IntScheme } from "./int-grid.js";
 import type { QuantizedWeight } from "./quantized-weight.js";
 
@@ -35,13 +35,8 @@ export function inverseHessianFactor(
   for (let damp = dampening * meanDiag, attempt = 0; attempt < 6; damp *= 10, attempt++) {
     const damped = h.slice();
     for (let i = 0; i < n; i++) damped[i * n + i] += damp;
-    const l = cholesky(damped, n);
-    if (!l) continue;
-    const lInv = cholesky(inverseFromCholesky(l, n), n);
-    if (!lInv) continue;
-    const u = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = lInv[j * n + i];
-    return u;
+    const u = inverseUpperCholesky(damped, n);
+    if (u) return u;
   }
   throw new TachyonError(
     `${name}: the calibration inputs give a Hessian that is not positive definite even with strong ` +

@@ -15,13 +15,29 @@ export class Hessian {
   add(x: Float32Array, count: number): void {
     const n = this.size;
     const sum = this.sum;
-    for (let r = 0; r < count; r++) {
-      const row = r * n;
+    // Four rows per sweep: the K² sums are read and written a quarter as often.
+    let r = 0;
+    for (; r + 4 <= count; r += 4) {
+      const a = r * n;
+      const b = a + n;
+      const c = b + n;
+      const d = c + n;
       for (let i = 0; i < n; i++) {
-        const xi = x[row + i];
-        if (xi === 0) continue;
+        const ai = x[a + i];
+        const bi = x[b + i];
+        const ci = x[c + i];
+        const di = x[d + i];
         const out = i * n;
-        for (let j = i; j < n; j++) sum[out + j] += xi * x[row + j];
+        for (let j = i; j < n; j++)
+          sum[out + j] += ai * x[a + j] + bi * x[b + j] + ci * x[c + j] + di * x[d + j];
+      }
+    }
+    for (; r < count; r++) {
+      const a = r * n;
+      for (let i = 0; i < n; i++) {
+        const ai = x[a + i];
+        const out = i * n;
+        for (let j = i; j < n; j++) sum[out + j] += ai * x[a + j];
       }
     }
     this.rows += count;
