@@ -35,7 +35,7 @@ export function folderLogits(dir: string, tokens: readonly number[]): Float32Arr
   const backend = new CpuBackend();
   try {
     const weights = loadWeights(backend, cfg, ckpt, dir);
-    return new ModelExecutor(backend, cfg, weights, { maxTokens: 256, contextLength: 256 }).score(tokens)
+    return new ModelExecutor(backend, cfg, weights, { maxTokens: 1024, contextLength: 1024 }).score(tokens)
       .logits;
   } finally {
     ckpt.close();

@@ -75,7 +75,8 @@ export function expectedTensors(cfg: ModelConfig, hasLmHead: boolean): Map<strin
 
 /** Whether the output head is the embedding matrix (config says so, or says nothing and lm_head is absent). */
 export function usesTiedEmbeddings(cfg: ModelConfig, ckpt: Checkpoint, dir: string): boolean {
-  const hasLmHead = ckpt.has("lm_head.weight");
+  const quantizedHead = cfg.quantization && checkpointFormat(cfg.quantization).isQuantized(ckpt, "lm_head");
+  const hasLmHead = ckpt.has("lm_head.weight") || quantizedHead === true;
   if (cfg.tieWordEmbeddings === true) return true;
   if (!hasLmHead && cfg.tieWordEmbeddings === false) {
     throw new TachyonError(

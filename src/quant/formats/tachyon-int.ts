@@ -20,7 +20,7 @@ export function groupSizeFor(name: string, cols: number, groupSize: number | nul
   if (cols % g !== 0) {
     throw new TachyonError(
       `group size ${g} does not divide the ${cols} inputs of ${name}; ` +
-        `use a group size that divides it (e.g. --group-size 32) or leave the module in 16 bits`,
+        `use a group size that divides it (e.g. --group-size 32) or leave the module in 16 bits (--keep ${name.replace(/\.weight$/, "")})`,
       "argument",
     );
   }
