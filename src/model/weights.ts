@@ -1,7 +1,8 @@
 /**
  * Checkpoint tensors → backend weights, by Hugging Face names, with every shape checked against
  * config.json before anything is used. Tensors are read one at a time from disk, so peak host
- * memory is one tensor, not the checkpoint.
+ * memory is one tensor, not the checkpoint. Linear weights stored quantized (config.json
+ * quantization_config) are converted to the engine layout and handed to Backend.quantizedWeight.
  */
 import type { Backend, Tensor } from "../backends/backend.js";
 import { TachyonError } from "../errors.js";
