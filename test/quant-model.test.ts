@@ -116,7 +116,7 @@ for (const arch of ["llama", "mistral", "qwen2", "qwen3", "llama31"]) {
 test("embedded model: fp8 and int8 perplexity within 0.5% of bf16, int4 g128 within 5%", async () => {
   const src = path.join(repoRoot, "models", "tachyon-code-tiny");
   const text = fs.readFileSync(path.join(fixturesDir, "embedded", "heldout-sample.txt"), "utf8");
-  const ids = Tokenizer.load(src).encode(text, false).slice(0, 256);
+  const ids = Tokenizer.load(src).encode(text, false).slice(0, 128);
   const perplexity = (dir: string) => {
     const logits = folderLogits(dir, ids);
     const vocab = logits.length / ids.length;
