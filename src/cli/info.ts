@@ -1,6 +1,10 @@
 /** `tachyon info`: what a model folder holds and what it needs, without loading the weights. */
 import { parseArgs } from "node:util";
 import { inspectModel } from "../engine/loaded-model.js";
+import { Checkpoint } from "../model/checkpoint.js";
+import { loadConfig } from "../model/config.js";
+import { isLinearWeight, storedTensors } from "../model/weights.js";
+import { describeQuantization } from "../quant/quant-config.js";
 import { modelDir, modelFlags } from "./options.js";
 
 /** Bytes in the largest binary unit that keeps the number at least 1. */
@@ -19,6 +23,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const dir = modelDir(values);
   const { config: c, info } = inspectModel(dir);
   const kvPerToken = 2 * c.numLayers * c.numKvHeads * c.headDim;
+  const stored = storedWeights(dir);
   const rows: [string, string][] = [
     ["model", dir],
     ["architecture", c.architecture],
@@ -28,7 +33,15 @@ export async function infoCommand(argv: string[]): Promise<number> {
         (c.numMtpModules > 0 ? ` (with ${c.numMtpModules} multi-token-prediction modules)` : ""),
     ],
     ["checkpoint dtype", info.dtypes.join(", ")],
-    ["checkpoint size", size(info.checkpointBytes)],
+    ...(c.quantization
+      ? [
+          [
+            "quantization",
+            `${describeQuantization(c.quantization)}; ${stored.quantized} of ${stored.linears} linear weights`,
+          ] as [string, string],
+        ]
+      : []),
+    ["checkpoint size", size(c.quantization ? stored.bytes : info.checkpointBytes)],
     ["layers / hidden / ffn", `${c.numLayers} / ${c.hiddenSize} / ${c.intermediateSize}`],
     ["heads (q / kv) × dim", `${c.numHeads} / ${c.numKvHeads} × ${c.headDim}`],
     ["vocabulary", String(c.vocabSize)],
@@ -38,11 +51,26 @@ export async function infoCommand(argv: string[]): Promise<number> {
       `${size(info.parameters * 4)} weights + ${size(kvPerToken * 4 * 1024)} KV per 1k tokens`,
     ],
     [
-      "memory (gpu, bf16)",
-      `${size(info.parameters * 2)} weights + ${size(kvPerToken * 2 * 1024)} KV per 1k tokens`,
+      c.quantization ? "memory (gpu)" : "memory (gpu, bf16)",
+      `${size(c.quantization ? stored.bytes : info.parameters * 2)} weights + ${size(kvPerToken * 2 * 1024)} KV per 1k tokens`,
     ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
   return 0;
+}
+
+/** Bytes of the tensors the model loads, as stored, and how many of its linear weights are quantized. */
+function storedWeights(dir: string): { bytes: number; quantized: number; linears: number } {
+  const ckpt = Checkpoint.open(dir);
+  try {
+    const stored = storedTensors(loadConfig(dir), ckpt, dir);
+    return {
+      bytes: stored.reduce((s, t) => s + t.bytes, 0),
+      quantized: stored.filter((t) => t.quantized).length,
+      linears: stored.filter((t) => isLinearWeight(t.name, t.shape)).length,
+    };
+  } finally {
+    ckpt.close();
+  }
 }

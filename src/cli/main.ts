@@ -7,6 +7,7 @@ import { TachyonError } from "../errors.js";
 import { benchCommand } from "./bench.js";
 import { evalCommand } from "./eval.js";
 import { infoCommand } from "./info.js";
+import { quantizeCommand } from "./quantize.js";
 import { runCommand } from "./run.js";
 import { serveCommand } from "./serve.js";
 
@@ -18,6 +19,7 @@ Usage:
   tachyon eval [--model DIR] --file TEXT                          held-out perplexity (+ MTP acceptance)
   tachyon bench [--shape NAME] [--weights W] [--device D] [--out F] batch-1 decode speed on random weights
   tachyon serve [--model [NAME=]DIR ...] [--port N] [--host H]    OpenAI-compatible server (continuous batching)
+  tachyon quantize [--model DIR] --to FORMAT --out DIR [options]  fp8/int8/int4/int2 copy of a 16-bit model
 
 Run options:
   --model DIR              Hugging Face model folder (default: the embedded tachyon-code-tiny)
@@ -58,6 +60,18 @@ Serve options (and --device, --max-context, --gpu-memory-fraction as above):
   --max-queue N            sequences waiting before requests get 429 (default 256)
   --max-body-bytes N       largest request body (default 4194304)
   --shutdown-timeout S     on SIGINT/SIGTERM, seconds to let requests finish (default 30)
+
+Quantize options (formats: docs/QUANTIZATION.md):
+  --to fp8|int8|int4|int2  fp8: e4m3, 128×128 block scales (DeepSeek-V3 layout); int8: symmetric, one
+                           scale per row; int4/int2: scale + offset per group of inputs
+  --group-size 128|64|32   inputs per scale for int4 (default 128), int2 (default 32), int8
+  --method rtn|gptq        round-to-nearest (default), or GPTQ (int4/int2; needs --calibration)
+  --calibration FILE       text like what the model will see, for GPTQ (repeatable)
+  --calibration-tokens N   calibration tokens used (default 1024)
+  --keep PATTERN           leave modules whose name contains PATTERN in 16 bits (repeatable),
+                           e.g. --keep model.layers.0. --keep mlp.down_proj
+  --quantize-lm-head       quantize the LM head too (default: kept in 16 bits, like the embeddings)
+  --out DIR                the new model folder (must not exist; written completely or not at all)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -73,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
       return evalCommand(rest);
     case "serve":
       return serveCommand(rest);
+    case "quantize":
+      return quantizeCommand(rest);
     case undefined:
     case "help":
     case "--help":

@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TachyonError } from "../errors.js";
+import { parseQuantizationConfig, type QuantizationConfig } from "../quant/quant-config.js";
 import { parseRope, type RopeConfig } from "./rope.js";
 
 export const supportedArchitectures = [
@@ -46,6 +47,8 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** The dtype the checkpoint declares (informational; tensors carry their own dtype). */
   torchDtype: string;
+  /** How linear weights below 16 bits are stored (config quantization_config), or null. */
+  quantization: QuantizationConfig | null;
 }
 
 type Json = Record<string, unknown>;
@@ -154,5 +157,6 @@ export function parseConfig(raw: Json, file = "config.json", extraEos: number[] 
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: [...new Set(eos)],
     torchDtype: String(raw.torch_dtype ?? raw.dtype ?? "unknown"),
+    quantization: parseQuantizationConfig(raw.quantization_config, file),
   };
 }

@@ -163,6 +163,11 @@ export function float32ToF16Bits(x: number): number {
   return sign | (((e << 10) | (mant >>> 13)) + roundBit(mant, 13));
 }
 
+/** `x` rounded to the nearest float16 value (ties to even), as a number; overflow gives ±Infinity. */
+export function roundToF16(x: number): number {
+  return (f16Table ??= decodeTable(16, 5, 10, false))[float32ToF16Bits(x)];
+}
+
 function roundShift(v: number, shift: number): number {
   return (v >>> shift) + roundBit(v, shift);
 }

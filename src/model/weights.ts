@@ -1,11 +1,14 @@
 /**
  * Checkpoint tensors → backend weights, by Hugging Face names, with every shape checked against
  * config.json before anything is used. Tensors are read one at a time from disk, so peak host
- * memory is one tensor, not the checkpoint.
+ * memory is one tensor, not the checkpoint. Linear weights stored quantized (config.json
+ * quantization_config) are converted to the engine layout and handed to Backend.quantizedWeight.
  */
 import type { Backend, Tensor } from "../backends/backend.js";
 import type { QuantScheme } from "../quant/quantized-weight.js";
 import { TachyonError } from "../errors.js";
+import { checkpointFormat } from "../quant/checkpoint-format.js";
+import type { QuantFormat } from "../quant/formats/format.js";
 import type { Checkpoint } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
 import type { MtpWeights } from "./mtp.js";
@@ -74,7 +77,8 @@ export function expectedTensors(cfg: ModelConfig, hasLmHead: boolean): Map<strin
 
 /** Whether the output head is the embedding matrix (config says so, or says nothing and lm_head is absent). */
 export function usesTiedEmbeddings(cfg: ModelConfig, ckpt: Checkpoint, dir: string): boolean {
-  const hasLmHead = ckpt.has("lm_head.weight");
+  const quantizedHead = cfg.quantization && checkpointFormat(cfg.quantization).isQuantized(ckpt, "lm_head");
+  const hasLmHead = ckpt.has("lm_head.weight") || quantizedHead === true;
   if (cfg.tieWordEmbeddings === true) return true;
   if (!hasLmHead && cfg.tieWordEmbeddings === false) {
     throw new TachyonError(
@@ -86,20 +90,42 @@ export function usesTiedEmbeddings(cfg: ModelConfig, ckpt: Checkpoint, dir: stri
   return !hasLmHead;
 }
 
-export function loadWeights(
-  backend: Backend,
-  cfg: ModelConfig,
-  ckpt: Checkpoint,
-  dir: string,
-  onProgress?: (p: LoadProgress) => void,
-): ModelWeights {
+/** A linear layer's weight: the 2-D tensors other than the embedding table (which is looked up, not multiplied). */
+export function isLinearWeight(name: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && name !== "model.embed_tokens.weight";
+}
+
+/** How one expected tensor is stored: plain, or as the quantized linear `base` in `format`. */
+interface StoredTensor {
+  name: string;
+  shape: number[];
+  bytes: number;
+  quantized: { format: QuantFormat; base: string } | null;
+}
+
+/**
+ * Where each tensor the model needs is stored, with every header (names, dtypes, shapes) checked
+ * against config.json, so a bad checkpoint fails before anything is loaded.
+ */
+export function storedTensors(cfg: ModelConfig, ckpt: Checkpoint, dir: string): StoredTensor[] {
   const tied = usesTiedEmbeddings(cfg, ckpt, dir);
-  const shapes = expectedTensors(cfg, !tied);
-  let totalBytes = 0;
-  for (const [name, shape] of shapes) {
+  const format = cfg.quantization ? checkpointFormat(cfg.quantization) : null;
+  const stored: StoredTensor[] = [];
+  for (const [name, shape] of expectedTensors(cfg, !tied)) {
+    const linear = isLinearWeight(name, shape);
+    const base = name.replace(/\.weight$/, "");
+    if (format && linear && format.isQuantized(ckpt, base)) {
+      format.check(ckpt, base, shape[0], shape[1]);
+      const names = format.tensorNames(base).filter((n) => ckpt.has(n));
+      const bytes = names.reduce((sum, n) => sum + ckpt.info(n).byteLength, 0);
+      stored.push({ name, shape, bytes, quantized: { format, base } });
+      continue;
+    }
     if (!ckpt.has(name)) {
+      const quantizedNames =
+        format && linear ? ` or the ${format.label} tensors ${format.tensorNames(base).join(", ")}` : "";
       throw new TachyonError(
-        `${dir}: tensor ${name} is missing from the checkpoint (${cfg.architecture} needs it)`,
+        `${dir}: tensor ${name}${quantizedNames} is missing from the checkpoint (${cfg.architecture} needs it)`,
         "checkpoint",
       );
     }
@@ -111,15 +137,39 @@ export function loadWeights(
         "checkpoint",
       );
     }
-    totalBytes += info.byteLength;
+    if (format && !["F32", "F16", "BF16"].includes(info.dtype)) {
+      throw new TachyonError(
+        `${info.file}: tensor ${name} is ${info.dtype}, but in a ${format.label} checkpoint a weight without ` +
+          `its quantization tensors must be F32, F16 or BF16; the checkpoint is incomplete: re-download or re-quantize it`,
+        "checkpoint",
+      );
+    }
+    stored.push({ name, shape, bytes: info.byteLength, quantized: null });
   }
+  return stored;
+}
 
+export function loadWeights(
+  backend: Backend,
+  cfg: ModelConfig,
+  ckpt: Checkpoint,
+  dir: string,
+  onProgress?: (p: LoadProgress) => void,
+): ModelWeights {
+  const tied = usesTiedEmbeddings(cfg, ckpt, dir);
+  const stored = storedTensors(cfg, ckpt, dir);
+  const totalBytes = stored.reduce((sum, t) => sum + t.bytes, 0);
   let loadedBytes = 0;
   const tensors = new Map<string, Tensor>();
-  for (const name of shapes.keys()) {
-    const info = ckpt.info(name);
-    tensors.set(name, backend.weight(name, info.dtype, info.shape, ckpt.read(name)));
-    loadedBytes += info.byteLength;
+  for (const { name, shape, bytes, quantized } of stored) {
+    if (quantized) {
+      const w = quantized.format.read(ckpt, quantized.base, shape[0], shape[1]);
+      tensors.set(name, backend.quantizedWeight(name, w));
+    } else {
+      const info = ckpt.info(name);
+      tensors.set(name, backend.weight(name, info.dtype, info.shape, ckpt.read(name)));
+    }
+    loadedBytes += bytes;
     onProgress?.({ loadedBytes, totalBytes, tensor: name });
   }
   return assembleWeights(cfg, tensors, tied);

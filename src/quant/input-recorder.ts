@@ -1,0 +1,70 @@
+/**
+ * A decorator around the CPU backend that names every weight it loads (by the Tensor object
+ * returned from `weight`) and, while some weights are watched, adds the inputs x of every
+ * linear, linearMany and gateUp that uses them to their Hessians. Weights that share an input
+ * in one call (q/k/v, gate/up) share one Hessian, so it is accumulated once.
+ */
+import type { Backend, Tensor } from "../backends/backend.js";
+import type { CpuBackend } from "../backends/cpu/cpu-backend.js";
+import { Hessian } from "./hessian.js";
+
+export class InputRecorder {
+  readonly backend: Backend;
+  private readonly names = new Map<Tensor, string>();
+  private watched = new Set<string>();
+  private hessians = new Map<string, Hessian>();
+
+  constructor(private readonly cpu: CpuBackend) {
+    const record = (x: Tensor, ws: readonly Tensor[]) => this.record(x, ws);
+    const overrides: Partial<Backend> = {
+      weight: (name, dtype, shape, bytes) => this.name(cpu.weight(name, dtype, shape, bytes), name),
+      linear: (x, w, bias) => (record(x, [w]), cpu.linear(x, w, bias)),
+      linearMany: (x, ws, biases) => (record(x, ws), cpu.linearMany(x, ws, biases)),
+      gateUp: (x, gate, up, gateBias, upBias) => (
+        record(x, [gate, up]),
+        cpu.gateUp(x, gate, up, gateBias, upBias)
+      ),
+    };
+    this.backend = new Proxy(cpu, {
+      get: (target, prop) => {
+        const own = overrides[prop as keyof Backend];
+        if (own !== undefined) return own;
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+  }
+
+  /** Registers `t` as weight `name` (for weights made outside `weight`, e.g. an untied head). */
+  name(t: Tensor, name: string): Tensor {
+    this.names.set(t, name);
+    return t;
+  }
+
+  /** Every named weight, by name. */
+  tensors(): Map<string, Tensor> {
+    return new Map([...this.names].map(([t, n]) => [n, t]));
+  }
+
+  /** Records the inputs of `names` while `body` runs; returns their Hessians. */
+  watch(names: readonly string[], body: () => void): Map<string, Hessian> {
+    this.watched = new Set(names);
+    this.hessians = new Map();
+    try {
+      body();
+      return this.hessians;
+    } finally {
+      this.watched = new Set();
+    }
+  }
+
+  private record(x: Tensor, ws: readonly Tensor[]): void {
+    const names = ws
+      .map((w) => this.names.get(w))
+      .filter((n): n is string => n !== undefined && this.watched.has(n));
+    if (names.length === 0) return;
+    const h = this.hessians.get(names[0]) ?? new Hessian(x.cols);
+    h.add(this.cpu.read(x), x.rows);
+    for (const n of names) this.hessians.set(n, h);
+  }
+}
