@@ -16,6 +16,7 @@ echo "bf16: $(ppls $model)"
 for spec in "fp8" "int8" "int4 --group-size 128" "int4 --group-size 32" "int2 --group-size 32" \
   "int4 --group-size 128 --method gptq --calibration $calib" "int2 --group-size 32 --method gptq --calibration $calib"; do
   dir=/tmp/q-$(echo "$spec" | tr -cd 'a-z0-9')
+  rm -rf "$dir"
   node dist/src/cli/main.js quantize --model $model --to $spec --out "$dir" >/dev/null 2>&1 || { echo "$spec: quantize failed"; continue; }
   echo "$spec: $(ppls "$dir")"
 done 2>&1 | sed "s#$calib#CALIB#" | tee "$out/quant-quality-gpu.txt"
