@@ -39,7 +39,7 @@ for entry in "${configs[@]}"; do
     [[ $flags == *gptq* ]] && flags="$flags --calibration $work/calibration.py"
     start=$(date +%s.%N)
     $tachyon quantize --model $model $flags --out "$dir" 2> "$work/$name.log"
-    seconds=$(echo "$(date +%s.%N) - $start" | bc)
+    seconds=$(printf '%.2f' "$(echo "$(date +%s.%N) - $start" | bc)")
   fi
   bytes=$(cat "$dir"/*.safetensors | wc -c)
   $tachyon eval --model "$dir" --file $heldout --device cpu --json > "$work/$name.json"
