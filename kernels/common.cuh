@@ -76,6 +76,29 @@ __device__ __forceinline__ void quantize32(float v, signed char* __restrict__ q,
   if ((threadIdx.x & 31) == 0) qs[i / 32] = float2{s, sum};
 }
 
+// GEMV epilogue (WARPS warps per block): adds the `split` warps' partial sums of a group of R rows
+// into the first of them; true for the thread that then holds the rows' results (lane 0 of the
+// group's first warp). Every thread must call it.
+template <int M, int R, int WARPS>
+__device__ __forceinline__ bool combine_parts(float (&acc)[R][M], int split) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (split == 1) return lane == 0;
+  __shared__ float parts[WARPS][R][M];
+  if (lane == 0)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int m = 0; m < M; m++) parts[warp][r][m] = acc[r][m];
+  __syncthreads();
+  if (lane != 0 || warp % split != 0) return false;
+  for (int s = 1; s < split; s++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int m = 0; m < M; m++) acc[r][m] += parts[warp + s][r][m];
+  return true;
+}
+
 // Block-wide argmax of (value, index) pairs, ties to the lower index; every thread gets it.
 __device__ __forceinline__ void warp_argmax(float& best, int& idx) {
 #pragma unroll

@@ -69,28 +69,6 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&wr)[ROWS], const f
     for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
 }
 
-// Adds the `split` warps' partial sums of a row into the first of them; true for the thread that
-// then holds the row's result (lane 0 of the row's first warp). Every thread must call it.
-template <int M, int ROWS>
-__device__ __forceinline__ bool combine_parts(float (&acc)[ROWS][M], int split) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (split == 1) return lane == 0;
-  __shared__ float parts[kWarps][ROWS][M];
-  if (lane == 0)
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-#pragma unroll
-      for (int m = 0; m < M; m++) parts[warp][r][m] = acc[r][m];
-  __syncthreads();
-  if (lane != 0 || warp % split != 0) return false;
-  for (int s = 1; s < split; s++)
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-#pragma unroll
-      for (int m = 0; m < M; m++) acc[r][m] += parts[warp + s][r][m];
-  return true;
-}
-
 // Up to three products sharing x (q, k and v; or a single one): output rows are numbered across
 // the segments, so one launch covers all three weights. Fields are scalars, not arrays: a
 // run-time index into a kernel parameter array would copy it to local memory.
@@ -125,7 +103,7 @@ __device__ __forceinline__ void gemv(const Segments& s, const float* __restrict_
   for (int m = 0; m < M; m++) acc[0][m] = 0.0f;
   const uint4* const wr[1] = {w + (size_t)row * (K >> 3)};
   dot_rows<M, 1>(wr, x, K, warp % split, split, valid, acc);
-  if (combine_parts<M, 1>(acc, split) && valid) {
+  if (combine_parts<M, 1, kWarps>(acc, split) && valid) {
     const float b = bias ? bf16_to_f32(bias[row]) : 0.0f;
 #pragma unroll
     for (int m = 0; m < M; m++) y[(size_t)m * n + row] = acc[0][m] + b;
@@ -147,7 +125,7 @@ __device__ __forceinline__ void gate_up(const uint4* __restrict__ wg, const uint
   for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
   const uint4* const wr[2] = {wg + (size_t)r0 * (K >> 3), wu + (size_t)r0 * (K >> 3)};
   dot_rows<M, 2>(wr, x, K, warp % split, split, valid, acc);
-  if (combine_parts<M, 2>(acc, split) && valid) {
+  if (combine_parts<M, 2, kWarps>(acc, split) && valid) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
     for (int m = 0; m < M; m++) {

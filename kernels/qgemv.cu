@@ -196,27 +196,6 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
     for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
 }
 
-// Adds the split warps' partial sums into the first; true for lane 0 of a row group's first warp.
-template <int M>
-__device__ __forceinline__ bool qcombine(float (&acc)[ROWS][M], int split) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (split == 1) return lane == 0;
-  __shared__ float parts[kQWarps][ROWS][M];
-  if (lane == 0)
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-#pragma unroll
-      for (int m = 0; m < M; m++) parts[warp][r][m] = acc[r][m];
-  __syncthreads();
-  if (lane != 0 || warp % split != 0) return false;
-  for (int s = 1; s < split; s++)
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-#pragma unroll
-      for (int m = 0; m < M; m++) acc[r][m] += parts[warp + s][r][m];
-  return true;
-}
-
 // Up to three products sharing x (q, k, v), output rows numbered across them; each warp group
 // takes ROWS consecutive rows of one product (a product's row count is rounded up to ROWS).
 struct QSegments {
@@ -261,7 +240,7 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K,
 #pragma unroll
     for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
   qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
-  if (qcombine<M>(acc, split) && valid) {
+  if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
       if (first + r >= n) break;
@@ -288,7 +267,7 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
 #pragma unroll
   for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
   qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
-  if (qcombine<M>(acc, split) && valid) {
+  if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
     for (int m = 0; m < M; m++) {

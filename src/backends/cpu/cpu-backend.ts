@@ -8,7 +8,7 @@ import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import { Rng } from "../../engine/rng.js";
 import { dequantize } from "../../quant/dequantize.js";
 import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
-import { randomCodes } from "../../quant/random-codes.js";
+import { randomQuantPlan } from "../../quant/random-codes.js";
 import { ropeAngles, type RopeConfig } from "../../model/rope.js";
 import { dot, matmulTransposed, rmsNorm, ropeRow, softmax } from "./kernels.js";
 
@@ -64,28 +64,15 @@ export class CpuBackend implements Backend {
     groupSize: number,
     dist: { mean: number; std: number; seed: number },
   ): Tensor {
-    const [rows, cols] = shape;
-    const fp8 = scheme === "fp8";
-    const group = fp8 ? 128 : groupSize;
-    const { bytes, mask, codeMean, codeStd } = randomCodes(scheme, rows * cols);
+    const plan = randomQuantPlan(scheme, shape, groupSize, dist);
     const rng = new Rng(dist.seed);
-    const words = Uint32Array.from({ length: bytes / 4 }, () => rng.nextU32() & mask);
-    const scale = dist.std / codeStd;
-    const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * Math.ceil(cols / group);
-    const w: QuantizedWeight = {
-      scheme,
-      rows,
-      cols,
-      groupSize: group,
-      groupRows: fp8 ? 128 : 1,
+    const words = Uint32Array.from({ length: plan.bytes / 4 }, () => rng.nextU32() & plan.mask);
+    return this.quantizedWeight("random", {
+      ...plan,
       codes: new Uint8Array(words.buffer),
-      scales: new Float32Array(groups).fill(scale),
-      offsets:
-        scheme === "int4" || scheme === "int2"
-          ? new Float32Array(groups).fill(dist.mean - codeMean * scale)
-          : null,
-    };
-    return this.quantizedWeight("random", w);
+      scales: new Float32Array(plan.groups).fill(plan.scale),
+      offsets: plan.offset === null ? null : new Float32Array(plan.groups).fill(plan.offset),
+    });
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {

@@ -19,7 +19,7 @@ import { float32ToBf16Bits, float32ToF16Bits, toFloat32, type DType } from "../.
 import type { ModelConfig } from "../../model/config.js";
 import type { RopeConfig } from "../../model/rope.js";
 import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
-import { randomCodes } from "../../quant/random-codes.js";
+import { randomQuantPlan } from "../../quant/random-codes.js";
 import { chunkWeights, checkDeviceSupport, deviceLayout, qgemvFormat } from "./quant-layout.js";
 import { CudaContext, gib, type KernelArg } from "./context.js";
 import { CudaError, Driver, type DevicePtr, type Handle } from "./driver.js";
@@ -236,34 +236,24 @@ export class CudaBackend implements Backend {
     groupSize: number,
     dist: { mean: number; std: number; seed: number },
   ): Tensor {
-    const [rows, cols] = shape;
-    const fp8 = scheme === "fp8";
-    const group = fp8 ? 128 : groupSize;
-    checkDeviceSupport("random weight", {
-      scheme,
-      rows,
-      cols,
-      groupSize: group,
-      groupRows: fp8 ? 128 : 1,
-    } as QuantizedWeight);
-    const { bytes, mask, codeMean, codeStd } = randomCodes(scheme, rows * cols);
-    const codes = this.ctx.alloc(bytes, "random weights");
+    const plan = randomQuantPlan(scheme, shape, groupSize, dist);
+    checkDeviceSupport("random weight", plan);
+    const codes = this.ctx.alloc(plan.bytes, "random weights");
     this.launch("fill_random_u32", [1024, 1, 1], 256, [
       { ptr: codes },
-      { u64: bytes / 4 },
+      { u64: plan.bytes / 4 },
       { i32: dist.seed | 0 },
-      { i32: mask | 0 },
+      { i32: plan.mask | 0 },
     ]);
-    const scale = dist.std / codeStd;
-    const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * (cols / group);
-    const scales = this.ctx.alloc(groups * 4, "random weights (scales)");
-    const bits = fp8
-      ? new Uint32Array(new Float32Array([scale]).buffer)[0]
-      : float32ToF16Bits(scale) | (float32ToF16Bits(dist.mean - codeMean * scale) << 16);
-    this.ctx.fill32(scales, bits, groups);
-    this.largestQuantized = Math.max(this.largestQuantized, rows * cols);
-    this.intWeights ||= !fp8;
-    return new CudaTensor(rows, cols, codes, { scheme, groupSize: group, scales });
+    const scales = this.ctx.alloc(plan.groups * 4, "random weights (scales)");
+    const bits =
+      scheme === "fp8"
+        ? new Uint32Array(new Float32Array([plan.scale]).buffer)[0]
+        : float32ToF16Bits(plan.scale) | (float32ToF16Bits(plan.offset ?? 0) << 16);
+    this.ctx.fill32(scales, bits, plan.groups);
+    this.largestQuantized = Math.max(this.largestQuantized, plan.rows * plan.cols);
+    this.intWeights ||= scheme !== "fp8";
+    return new CudaTensor(plan.rows, plan.cols, codes, { scheme, groupSize: plan.groupSize, scales });
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {

@@ -22,7 +22,10 @@ export interface DeviceQuantLayout {
 }
 
 /** Checks that the kernels handle this weight, and says what to do when they do not. */
-export function checkDeviceSupport(name: string, w: QuantizedWeight): void {
+export function checkDeviceSupport(
+  name: string,
+  w: Pick<QuantizedWeight, "scheme" | "rows" | "cols" | "groupSize" | "groupRows">,
+): void {
   const chunk = chunkWeights[w.scheme];
   const fail = (why: string): never => {
     throw new TachyonError(
