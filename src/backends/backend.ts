@@ -101,10 +101,11 @@ export interface Backend {
   ): Tensor;
   createKvCache(spec: KvCacheSpec): KvStorage;
   /**
-   * Optional: throws a clear error, before any weight is loaded, when a model of `parameters`
-   * weights with a KV cache of `contextTokens` does not fit in `fraction` of the device's memory.
+   * Optional: throws a clear error, before any weight is loaded, when weights of `weightBytes`
+   * (16 bits per parameter, or a quantized weight's stored size) with a KV cache of
+   * `contextTokens` do not fit in `fraction` of the device's memory.
    */
-  checkCapacity?(parameters: number, contextTokens: number, fraction: number): void;
+  checkCapacity?(weightBytes: number, contextTokens: number, fraction: number): void;
   /** Frees every activation of the previous step: called by the executor before each step. */
   resetActivations(): void;
   /** Makes a step's row metadata available to the operations below. */

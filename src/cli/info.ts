@@ -41,7 +41,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
           ] as [string, string],
         ]
       : []),
-    ["checkpoint size", size(c.quantization ? stored.bytes : info.checkpointBytes)],
+    ["checkpoint size", size(info.checkpointBytes)],
     ["layers / hidden / ffn", `${c.numLayers} / ${c.hiddenSize} / ${c.intermediateSize}`],
     ["heads (q / kv) × dim", `${c.numHeads} / ${c.numKvHeads} × ${c.headDim}`],
     ["vocabulary", String(c.vocabSize)],
@@ -52,7 +52,8 @@ export async function infoCommand(argv: string[]): Promise<number> {
     ],
     [
       c.quantization ? "memory (gpu)" : "memory (gpu, bf16)",
-      `${size(c.quantization ? stored.bytes : info.parameters * 2)} weights + ${size(kvPerToken * 2 * 1024)} KV per 1k tokens`,
+      // The CUDA backend keeps the KV cache in float32.
+      `${size(info.weightBytes)} weights + ${size(kvPerToken * 4 * 1024)} KV per 1k tokens`,
     ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
@@ -60,13 +61,12 @@ export async function infoCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** Bytes of the tensors the model loads, as stored, and how many of its linear weights are quantized. */
-function storedWeights(dir: string): { bytes: number; quantized: number; linears: number } {
+/** How many of the model's linear weights are quantized. */
+function storedWeights(dir: string): { quantized: number; linears: number } {
   const ckpt = Checkpoint.open(dir);
   try {
     const stored = storedTensors(loadConfig(dir), ckpt, dir);
     return {
-      bytes: stored.reduce((s, t) => s + t.bytes, 0),
       quantized: stored.filter((t) => t.quantized).length,
       linears: stored.filter((t) => isLinearWeight(t.name, t.shape)).length,
     };

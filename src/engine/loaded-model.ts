@@ -13,7 +13,7 @@ import {
   expectedTensors,
   loadWeights,
   randomWeights,
-  usesTiedEmbeddings,
+  storedTensors,
   type LoadProgress,
 } from "../model/weights.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
@@ -47,8 +47,13 @@ export interface ModelInfo {
   parameters: number;
   /** Bytes of the weights as stored in the checkpoint. */
   checkpointBytes: number;
-  /** Dtypes of the checkpoint's tensors, most common first. */
+  /** Dtypes of the checkpoint's tensors (or their quantization format), most common first. */
   dtypes: string[];
+  /**
+   * Bytes the weights take once loaded on a GPU: 16 bits per parameter, or a quantized weight's
+   * stored size (codes and scales). What the capacity check counts.
+   */
+  weightBytes: number;
 }
 
 export class LoadedModel {
@@ -70,7 +75,7 @@ export class LoadedModel {
     try {
       const info = describe(config, ckpt, dir);
       const contextLength = Math.min(config.maxPositions, options.maxContext ?? 4096);
-      const executor = makeExecutor(backend, config, contextLength, info.parameters, options, () =>
+      const executor = makeExecutor(backend, config, contextLength, info.weightBytes, options, () =>
         loadWeights(backend, config, ckpt, dir, options.onProgress),
       );
       return new LoadedModel(dir, config, tokenizer, executor, info, note);
@@ -99,8 +104,14 @@ export class LoadedModel {
     for (const d of expectedTensors(config, config.tieWordEmbeddings !== true).values()) {
       parameters += d.reduce((a, b) => a * b, 1);
     }
-    const info = { architecture: config.architecture, parameters, checkpointBytes: 0, dtypes: ["random"] };
-    const executor = makeExecutor(backend, config, contextLength, parameters, options, () =>
+    const info = {
+      architecture: config.architecture,
+      parameters,
+      checkpointBytes: 0,
+      dtypes: ["random"],
+      weightBytes: 2 * parameters,
+    };
+    const executor = makeExecutor(backend, config, contextLength, info.weightBytes, options, () =>
       randomWeights(backend, config, 7),
     );
     return new LoadedModel(`random:${shape}`, config, tokenizer, executor, info, note);
@@ -144,30 +155,31 @@ function makeExecutor(
   backend: Backend,
   config: ModelConfig,
   contextLength: number,
-  parameters: number,
+  weightBytes: number,
   options: LoadOptions,
   weights: () => ModelWeights,
 ): ModelExecutor {
   const kvTokens = options.kvCacheTokens ?? contextLength;
   // Fail before loading anything when the model cannot fit: weights, KV cache, activations.
-  backend.checkCapacity?.(parameters, kvTokens, options.gpuMemoryFraction ?? 0.9);
+  backend.checkCapacity?.(weightBytes, kvTokens, options.gpuMemoryFraction ?? 0.9);
   return new ModelExecutor(backend, config, weights(), { maxTokens: kvTokens, contextLength });
 }
 
 function describe(config: ModelConfig, ckpt: Checkpoint, dir: string): ModelInfo {
-  const tied = usesTiedEmbeddings(config, ckpt, dir);
   let parameters = 0;
   let checkpointBytes = 0;
+  let weightBytes = 0;
   const dtypeCount = new Map<string, number>();
-  for (const [name, shape] of expectedTensors(config, !tied)) {
-    parameters += shape.reduce((a, b) => a * b, 1);
-    if (!ckpt.has(name)) continue; // loadWeights reports it
-    const info = ckpt.info(name);
-    checkpointBytes += info.byteLength;
-    dtypeCount.set(info.dtype, (dtypeCount.get(info.dtype) ?? 0) + info.byteLength);
+  for (const t of storedTensors(config, ckpt, dir)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    parameters += n;
+    checkpointBytes += t.bytes;
+    weightBytes += t.quantized ? t.bytes : 2 * n;
+    const dtype = t.quantized ? t.quantized.format.label : ckpt.info(t.name).dtype;
+    dtypeCount.set(dtype, (dtypeCount.get(dtype) ?? 0) + t.bytes);
   }
   const dtypes = [...dtypeCount.entries()].sort((a, b) => b[1] - a[1]).map(([d]) => d);
-  return { architecture: config.architecture, parameters, checkpointBytes, dtypes };
+  return { architecture: config.architecture, parameters, checkpointBytes, dtypes, weightBytes };
 }
 
 /** Reads config.json and the checkpoint headers only: no weights are loaded. */

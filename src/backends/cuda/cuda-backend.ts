@@ -180,9 +180,9 @@ export class CudaBackend implements Backend {
     );
   }
 
-  checkCapacity(parameters: number, contextTokens: number, fraction: number): void {
+  checkCapacity(weightBytes: number, contextTokens: number, fraction: number): void {
     const c = this.cfg;
-    const weights = parameters * 2;
+    const weights = weightBytes;
     const kv = 2 * (c.numLayers + c.numMtpModules) * contextTokens * c.numKvHeads * c.headDim * 4;
     const { free, total } = this.ctx.memInfo();
     const allowed = Math.min(free, fraction * total - this.ctx.allocatedBytes);
