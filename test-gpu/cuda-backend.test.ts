@@ -13,7 +13,7 @@ import type { StepRows, Tensor } from "../src/backends/backend.js";
 import { Rng } from "../src/engine/rng.js";
 import { loadModel } from "../src/index.js";
 import { parseConfig } from "../src/model/config.js";
-import { float32ToBf16Bits, float32ToF16Bits, toFloat32 } from "../src/model/dtype.js";
+import { float32ToBf16Bits, roundToF16 } from "../src/model/dtype.js";
 import { schemeBits, type QuantizedWeight, type QuantScheme } from "../src/quant/quantized-weight.js";
 import { SafetensorsFile } from "../src/model/safetensors.js";
 import { configJson } from "../src/model/random-checkpoint.js";
@@ -133,14 +133,13 @@ function quantized(scheme: QuantScheme, rows: number, cols: number, groupSize: n
     return fp8 && (b & 0x7f) === 0x7f ? b ^ 1 : b;
   });
   const groups = fp8 ? Math.ceil(rows / 128) * Math.ceil(cols / 128) : rows * (cols / group);
-  const f16 = (v: number) => toFloat32(new Uint8Array(Uint16Array.of(float32ToF16Bits(v)).buffer), "F16")[0];
   const levels = fp8 ? 1 : 2 ** schemeBits[scheme];
   const scales = Float32Array.from({ length: groups }, () =>
-    f16((0.5 + rng.nextFloat()) / (levels * Math.sqrt(cols))),
+    roundToF16((0.5 + rng.nextFloat()) / (levels * Math.sqrt(cols))),
   );
   const offsets =
     scheme === "int4" || scheme === "int2"
-      ? Float32Array.from(scales, (s) => f16(-s * (levels / 2) * (0.8 + 0.4 * rng.nextFloat())))
+      ? Float32Array.from(scales, (s) => roundToF16(-s * (levels / 2) * (0.8 + 0.4 * rng.nextFloat())))
       : null;
   return { scheme, rows, cols, groupSize: group, groupRows: fp8 ? 128 : 1, codes, scales, offsets };
 }

@@ -355,13 +355,17 @@ export class CudaBackend implements Backend {
 
   linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
-    if (ws.some((w) => quantOf(w))) return this.quantizedLinearMany(x, ws, biases);
-    const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     if (this.lt && x.rows > maxGemvRows) {
+      // One bf16 copy of x serves every product, quantized weights included (dense).
       const xb = this.bf16Copy(x);
-      ws.forEach((w, i) => this.tensorCoreLinear(outs[i], xb, w, biases[i]));
-      return outs;
+      return ws.map((w, i) => {
+        const out = this.tensor(x.rows, w.rows);
+        this.tensorCoreLinear(out, xb, this.dense(w), biases[i]);
+        return out;
+      });
     }
+    if (ws.some((w) => quantOf(w))) return this.quantizedGemv(x, ws, biases);
+    const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const totalRows = ws.reduce((n, w) => n + w.rows, 0);
     // Rows in chunks of up to 16: each chunk reads the weights once.
@@ -467,25 +471,17 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Products with quantized weights: the sub-16-bit GEMV for small steps; for prompt-sized steps
-   * each weight is dequantized to bf16 into one scratch buffer and multiplied on tensor cores.
+   * Products with quantized weights for steps of at most 16 rows: the sub-16-bit GEMV (larger
+   * steps dequantize each weight for the tensor cores, see dense).
    */
-  private quantizedLinearMany(
-    x: Tensor,
-    ws: readonly Tensor[],
-    biases: readonly (Tensor | undefined)[],
-  ): Tensor[] {
+  private quantizedGemv(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
     const q = quantOf(ws[0]);
     const fusable = ws.every((w) => {
       const wq = quantOf(w);
       return wq && q && wq.scheme === q.scheme && wq.groupSize === q.groupSize;
     });
-    if (!fusable || (this.lt && x.rows > maxGemvRows)) {
-      if (ws.length > 1) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
-      const out = this.tensor(x.rows, ws[0].rows);
-      this.tensorCoreLinear(out, this.bf16Copy(x), this.dense(ws[0]), biases[0]);
-      return [out];
-    }
+    // Weights of different schemes (a --keep'd one among them) go one launch each.
+    if (!fusable) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
