@@ -40,6 +40,17 @@ __device__ __forceinline__ void pdl_start() {
   pdl_launch_dependents();
 }
 
+// Rotary embedding of one pair (a, b) = (x[i], x[i + HEAD_DIM/2]) of a head at position pos
+// ("rotate half"). Rounded op by op (no fused multiply-add), so every kernel that rotates a key
+// gets the same bits: a key rotated on the fly must equal the one later read from the cache.
+__device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float inv_freq) {
+  float s, c;
+  sincosf((float)pos * inv_freq, &s, &c);
+  const float x = a, y = b;
+  a = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s));
+  b = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

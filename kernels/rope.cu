@@ -1,5 +1,6 @@
 // Rotary embedding of q and k ("rotate half": element i of a head pairs with i + HEAD_DIM/2)
-// fused with storing k and v in the paged KV cache: one launch instead of three.
+// fused with storing k and v in the paged KV cache, for prompt-sized steps (attention_decode in
+// attention.cu does the same itself for smaller ones).
 // grid (rows, q heads + kv heads), HEAD_DIM/2 threads. Angles are float32, like the reference.
 extern "C" __global__ void rope_store(const float* __restrict__ q, const float* __restrict__ k,
                                       const float* __restrict__ v, float* __restrict__ q_out,
@@ -9,8 +10,6 @@ extern "C" __global__ void rope_store(const float* __restrict__ q, const float* 
   pdl_start();
   const int half = HEAD_DIM / 2;
   const int row = blockIdx.x, head = blockIdx.y, i = threadIdx.x;
-  float s, c;
-  sincosf((float)positions[row] * inv_freq[i], &s, &c);
   const float* src;
   float* dst;
   if (head < num_heads) {
@@ -25,7 +24,8 @@ extern "C" __global__ void rope_store(const float* __restrict__ q, const float* 
     vcache[to + i] = v[from + i];
     vcache[to + i + half] = v[from + i + half];
   }
-  const float a = src[i], b = src[i + half];
-  dst[i] = a * c - b * s;
-  dst[i + half] = b * c + a * s;
+  float a = src[i], b = src[i + half];
+  rope_pair(a, b, positions[row], inv_freq[i]);
+  dst[i] = a;
+  dst[i + half] = b;
 }

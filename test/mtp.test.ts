@@ -60,3 +60,19 @@ test("acceptance statistics are consistent", async () => {
   assert.ok(r.cumulative[1] <= r.cumulative[0]);
   assert.ok(Math.abs(r.meanAcceptedLength - (1 + r.cumulative[0] + r.cumulative[1])) < 1e-12);
 });
+
+test("a sequence longer than the backend's step is scored in chunks, with the same logits", () => {
+  const tokens = Array.from({ length: 23 }, (_, i) => (i * 37 + 11) % V);
+  const whole = model.executor.score(tokens, 2);
+  const backend = model.executor.backend as { maxStepRows?: number };
+  Object.defineProperty(backend, "maxStepRows", { value: 5, configurable: true });
+  try {
+    const chunked = model.executor.score(tokens, 2);
+    const close = (x: Float32Array, y: Float32Array) =>
+      x.every((v, i) => Math.abs(v - y[i]) <= 1e-5 * (1 + Math.abs(y[i])));
+    assert.ok(close(chunked.logits, whole.logits), "main logits");
+    chunked.mtpLogits.forEach((l, k) => assert.ok(close(l, whole.mtpLogits[k]), `depth ${k + 1} logits`));
+  } finally {
+    delete backend.maxStepRows;
+  }
+});

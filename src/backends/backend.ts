@@ -79,6 +79,8 @@ export interface AttentionParams {
 }
 
 export interface Backend {
+  /** Most rows one step may have, where the backend has a limit (its activation buffers). */
+  readonly maxStepRows?: number;
   readonly name: string;
   /** Takes a weight from checkpoint bytes; the backend chooses its storage format. */
   weight(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor;
@@ -125,10 +127,11 @@ export interface Backend {
   /** [x + delta, rmsNorm(x + delta)]: the residual add and the next block's norm together. */
   addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor];
   /**
-   * Rotates each head of q and k by its row's position (rope) and writes k and v into each row's
-   * cache slot of `layer`; returns the rotated q.
+   * Causal attention of each query row over its sequence's keys/values: [M, heads * headDim].
+   * First rotates each head of q and k by its row's position (rope) and writes k and v into each
+   * row's cache slot of `layer`, so a backend can do all of it in one pass.
    */
-  ropeAndStore(
+  attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -136,9 +139,8 @@ export interface Backend {
     layer: number,
     rope: RopeConfig,
     step: Step,
+    p: AttentionParams,
   ): Tensor;
-  /** Causal attention of each query row over its sequence's cached keys/values: [M, heads * headDim]. */
-  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor;
   /** [a | b]: rows of a followed by the same rows of b, side by side. */
   concatCols(a: Tensor, b: Tensor): Tensor;
   /** The step's output rows of x, in order. */

@@ -7,7 +7,7 @@ import { TachyonError } from "../errors.js";
 
 export type Device = "auto" | "cpu" | "cuda";
 
-/** Rows one CUDA step may hold: the prefill chunk, and the longest sequence scored at once. */
+/** Rows one CUDA step may hold: the prefill chunk; longer sequences are scored in chunks of it. */
 export const cudaMaxRows = 512;
 
 export function createBackend(device: Device, config: ModelConfig): { backend: Backend; note: string } {

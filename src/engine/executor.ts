@@ -319,43 +319,47 @@ export class ModelExecutor {
       throw new RangeError(`the model has ${this.config.numMtpModules} MTP modules, asked for ${mtpDepths}`);
     }
     const b = this.backend;
-    b.resetActivations();
     this.steps++;
     this.hidden = undefined;
     this.trail = null;
     const T = tokens.length;
+    const V = this.config.vocabSize;
     const seq = this.newSequence();
     try {
       seq.reserve(T);
-      // Rows 0..n-1 at positions 0..n-1 reading `toks`; every row is an output row.
-      const step = (toks: readonly number[]) => {
-        const n = toks.length;
-        const rows = Int32Array.from({ length: n }, (_, i) => i);
+      // Rows at positions [start, end) reading toks[start, end); every row is an output row.
+      const step = (toks: readonly number[], start: number, end: number) => {
+        const positions = Int32Array.from({ length: end - start }, (_, i) => start + i);
         return b.prepareStep({
-          tokens: Int32Array.from(toks),
-          positions: rows,
-          slots: Int32Array.from({ length: n }, (_, i) => seq.slot(i)),
-          blockTables: new Array<Int32Array>(n).fill(seq.blockTable),
-          outputRows: rows,
+          tokens: Int32Array.from(toks.slice(start, end)),
+          positions,
+          slots: positions.map((p) => seq.slot(p)),
+          blockTables: new Array<Int32Array>(end - start).fill(seq.blockTable),
+          outputRows: positions.map((_, i) => i),
         });
       };
-      const main = step(tokens);
-      let hidden = forwardHidden(b, this.weights, this.config, this.kv, main);
-      const logits = b.read(outputLogits(b, this.weights, this.config, hidden, main));
-      const mtpLogitsOut: Float32Array[] = [];
-      for (let depth = 1; depth <= mtpDepths && T - depth > 0; depth++) {
-        const n = T - depth;
-        // Depth k at position i reads token i + k: the step's tokens are the sequence shifted by k.
-        hidden = mtpHidden(
-          b,
-          this.weights,
-          this.config,
-          this.kv,
-          depth,
-          b.sliceRows(hidden, 0, n),
-          step(tokens.slice(depth)),
-        );
-        mtpLogitsOut.push(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)));
+      const logits = new Float32Array(T * V);
+      const mtpLogitsOut = Array.from(
+        { length: Math.min(mtpDepths, T - 1) },
+        (_, k) => new Float32Array((T - k - 1) * V),
+      );
+      // Chunks of at most the backend's step size, each through the main model and then every
+      // depth (depth k at position i reads token i + k: its tokens are the sequence shifted by k).
+      const chunk = b.maxStepRows ?? T;
+      for (let start = 0; start < T; start += chunk) {
+        const end = Math.min(T, start + chunk);
+        b.resetActivations();
+        const main = step(tokens, start, end);
+        let hidden = forwardHidden(b, this.weights, this.config, this.kv, main);
+        logits.set(b.read(outputLogits(b, this.weights, this.config, hidden, main)), start * V);
+        mtpLogitsOut.forEach((out, k) => {
+          const depth = k + 1;
+          const n = Math.min(end, T - depth) - start;
+          if (n <= 0) return;
+          const rows = step(tokens.slice(depth), start, start + n);
+          hidden = mtpHidden(b, this.weights, this.config, this.kv, depth, b.sliceRows(hidden, 0, n), rows);
+          out.set(b.read(mtpLogits(b, this.weights, this.config, depth, hidden)), start * V);
+        });
       }
       return { logits, mtpLogits: mtpLogitsOut };
     } finally {

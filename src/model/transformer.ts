@@ -105,8 +105,7 @@ function attention(
     q = b.rmsNorm(q, lw.qNorm, cfg.rmsNormEps);
     k = b.rmsNorm(k, lw.kNorm, cfg.rmsNormEps);
   }
-  q = b.ropeAndStore(q, k, v, kv, kvLayer, cfg.rope, step);
-  const out = b.attention(q, kv, kvLayer, step, {
+  const out = b.attention(q, k, v, kv, kvLayer, cfg.rope, step, {
     numHeads: cfg.numHeads,
     numKvHeads: cfg.numKvHeads,
     headDim: cfg.headDim,

@@ -150,7 +150,7 @@ export class CpuBackend implements Backend {
     return [sum, this.rmsNorm(sum, weight, eps)];
   }
 
-  ropeAndStore(
+  attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -158,10 +158,10 @@ export class CpuBackend implements Backend {
     layer: number,
     rope: RopeConfig,
     step: Step,
+    p: AttentionParams,
   ): Tensor {
-    const headDim = (kv as CpuKvStorage).spec.headDim;
-    this.writeKv(kv, layer, this.rope(k, rope, headDim, step), v, step);
-    return this.rope(q, rope, headDim, step);
+    this.writeKv(kv, layer, this.rope(k, rope, p.headDim, step), v, step);
+    return this.attend(this.rope(q, rope, p.headDim, step), kv, layer, step, p);
   }
 
   private rope(x: Tensor, rope: RopeConfig, headDim: number, step: Step): Tensor {
@@ -188,7 +188,8 @@ export class CpuBackend implements Backend {
     }
   }
 
-  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
+  /** Causal attention of each (rotated) query row over the cached keys and values. */
+  private attend(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
     const batch = step.rows;
     const store = kv as CpuKvStorage;
     const { blockSize } = store.spec;

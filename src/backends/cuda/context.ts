@@ -13,9 +13,10 @@ const MAX_ARGS = 32;
 /** Bytes of argument values one launch may pass (structs passed by value included). */
 const ARG_BYTES = 1024;
 const CU_STREAM_NON_BLOCKING = 1;
+const CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4;
 const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
-/** CUlaunchConfig (56 bytes) followed by one CUlaunchAttribute (72 bytes). */
-const LAUNCH_CONFIG_BYTES = 56 + 72;
+/** CUlaunchConfig (56 bytes) followed by up to two CUlaunchAttributes (72 bytes each). */
+const LAUNCH_CONFIG_BYTES = 56 + 2 * 72;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 const CU_MEMHOSTALLOC_PORTABLE = 1;
 
@@ -52,12 +53,11 @@ export class CudaContext {
     this.argView = new DataView(koffi.view(this.argBlock, blockBytes));
     this.argBase = koffi.address(this.argBlock);
     this.dependentLaunch = this.info.computeCapability[0] >= 9 && process.env.TACHYON_PDL !== "0";
+    // The launch config's fixed parts: the stream, then the attributes (dependent launch first).
+    const c = ARG_BYTES + 8 * MAX_ARGS;
+    this.argView.setBigUint64(c + 32, koffi.address(this.stream), true);
+    this.argView.setBigUint64(c + 40, this.argBase + BigInt(c + 56), true);
     if (this.dependentLaunch) {
-      // The launch config's fixed parts: the stream, one attribute allowing dependent launch.
-      const c = ARG_BYTES + 8 * MAX_ARGS;
-      this.argView.setBigUint64(c + 32, koffi.address(this.stream), true);
-      this.argView.setBigUint64(c + 40, this.argBase + BigInt(c + 56), true);
-      this.argView.setUint32(c + 48, 1, true);
       this.argView.setUint32(c + 56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
       this.argView.setInt32(c + 64, 1, true);
     }
@@ -131,6 +131,10 @@ export class CudaContext {
     return this.driver.tryCall("cuModuleGetFunction", [f, module, name]) ? f[0] : null;
   }
 
+  /**
+   * Launches `fn`. With `cluster` > 1 (compute capability 9.0+), blocks go in thread-block clusters
+   * of that many consecutive blocks along z, which can read each other's shared memory.
+   */
   launch(
     fn: Handle,
     grid: [number, number, number],
@@ -138,6 +142,7 @@ export class CudaContext {
     args: KernelArg[],
     what: string,
     sharedBytes = 0,
+    cluster = 1,
   ): void {
     if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
     const v = this.argView;
@@ -154,11 +159,19 @@ export class CudaContext {
     if (offset > ARG_BYTES) throw new RangeError(`kernel arguments of ${what} take ${offset} bytes`);
     // Passed as an integer: on x86-64 a pointer and a uint64 travel the same way.
     const params = this.argBase + BigInt(ARG_BYTES);
-    if (this.dependentLaunch) {
+    if (this.dependentLaunch || cluster > 1) {
       const c = ARG_BYTES + 8 * MAX_ARGS;
       [grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes].forEach((d, i) =>
         v.setUint32(c + 4 * i, d, true),
       );
+      let attributes = this.dependentLaunch ? 1 : 0;
+      if (cluster > 1) {
+        const a = c + 56 + 72 * attributes++;
+        [CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, 0, 1, 1, cluster].forEach((d, i) =>
+          v.setUint32(a + 4 * i, d, true),
+        );
+      }
+      v.setUint32(c + 48, attributes, true);
       this.driver.call("cuLaunchKernelEx", [this.argBase + BigInt(c), fn, params, 0], `launching ${what}`);
       return;
     }

@@ -26,7 +26,7 @@ import { CudaError, Driver, type DevicePtr, type Handle } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
-import { prefillTiles } from "./prefill-tiles.js";
+import { freshFrom, prefillTiles } from "./step-runs.js";
 
 /** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
 interface DeviceQuant {
@@ -78,6 +78,10 @@ interface CudaStep extends Step {
   /** Prefill attention tiles: [first row, row count] pairs (see prefillTiles). */
   tiles: DevicePtr;
   tileCount: number;
+  /** Per row, the first position of its run (freshFrom), for steps below the prefill size. */
+  fresh: DevicePtr;
+  /** The most fresh keys a row reads. */
+  mostFresh: number;
 }
 
 /**
@@ -131,6 +135,12 @@ const prefillAttentionMinRows = 64;
 export interface CudaBackendOptions {
   /** Most rows one step may have (prefill chunk size). */
   maxRows: number;
+  /**
+   * Most keys of a step's own rows that the decode attention rotates and holds itself (default:
+   * what 28 KB of its shared memory hold); a step with a longer run of one sequence's rows has them
+   * rotated and cached by rope_store first.
+   */
+  freshKeys?: number;
 }
 
 export class CudaBackend implements Backend {
@@ -151,6 +161,8 @@ export class CudaBackend implements Backend {
     private readonly cfg: ModelConfig,
     arenaBytes: number,
     private readonly lt: CublasLt | null,
+    private readonly freshKeys: number,
+    readonly maxStepRows: number,
   ) {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
     this.invFreq = ctx.alloc(cfg.rope.invFreq.byteLength, "rope frequencies");
@@ -167,9 +179,11 @@ export class CudaBackend implements Backend {
     const { driver, reason } = Driver.tryLoad();
     if (!driver) throw new CudaError(`--device cuda: ${reason}`);
     const ctx = new CudaContext(driver, 0);
+    const freshKeys = options.freshKeys ?? Math.floor(7168 / cfg.headDim);
     const kernels = new Kernels(ctx, Nvrtc.load(), {
       HEAD_DIM: cfg.headDim,
       GROUP: cfg.numHeads / cfg.numKvHeads,
+      MAX_FRESH: freshKeys,
     });
     return new CudaBackend(
       ctx,
@@ -177,6 +191,8 @@ export class CudaBackend implements Backend {
       cfg,
       activationBytes(cfg, options.maxRows),
       CublasLt.tryLoad(ctx).lt,
+      freshKeys,
+      options.maxRows,
     );
   }
 
@@ -284,20 +300,26 @@ export class CudaBackend implements Backend {
   }
 
   prepareStep(rows: StepRows): Step {
-    // One upload per step: [tokens | positions | slots | outputRows | block tables | tiles].
+    // One upload per step: [tokens | positions | slots | outputRows | block tables | tiles | fresh].
     const M = rows.tokens.length;
     const O = rows.outputRows.length;
     const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const tiles = M >= prefillAttentionMinRows ? prefillTiles(rows) : new Int32Array(0);
-    const packed = new Int32Array(3 * M + O + M * W + tiles.length);
+    const prefill = this.usesPrefillAttention(M);
+    const tiles = prefill ? prefillTiles(rows) : new Int32Array(0);
+    const fresh = prefill ? new Int32Array(0) : freshFrom(rows);
+    const packed = new Int32Array(3 * M + O + M * W + tiles.length + fresh.length);
     packed.set(rows.tokens, 0);
     packed.set(rows.positions, M);
     packed.set(rows.slots, 2 * M);
     packed.set(rows.outputRows, 3 * M);
     rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
-    packed.set(tiles, 3 * M + O + M * W);
+    const tilesAt = 3 * M + O + M * W;
+    packed.set(tiles, tilesAt);
+    packed.set(fresh, tilesAt + tiles.length);
     const base = this.arena.alloc(packed.byteLength);
     this.ctx.upload(base, packed);
+    let mostFresh = 0;
+    fresh.forEach((f, r) => (mostFresh = Math.max(mostFresh, rows.positions[r] - f + 1)));
     const step: CudaStep = {
       rows,
       tokens: base,
@@ -306,8 +328,10 @@ export class CudaBackend implements Backend {
       outputRows: base + 12 * M,
       blockTables: base + 4 * (3 * M + O),
       maxBlocks: W,
-      tiles: base + 4 * (3 * M + O + M * W),
+      tiles: base + 4 * tilesAt,
       tileCount: tiles.length / 2,
+      fresh: base + 4 * (tilesAt + tiles.length),
+      mostFresh,
     };
     return step;
   }
@@ -641,7 +665,7 @@ export class CudaBackend implements Backend {
     return group >= 1024 ? 1024 : Math.max(32, Math.ceil(group / 32) * 32);
   }
 
-  ropeAndStore(
+  attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -649,9 +673,86 @@ export class CudaBackend implements Backend {
     layer: number,
     _rope: RopeConfig,
     step: Step,
+    p: AttentionParams,
   ): Tensor {
     const store = kv as CudaKvStorage;
     const s = step as CudaStep;
+    const M = q.rows;
+    const keys = store.keys + layer * store.layerBytes;
+    const values = store.values + layer * store.layerBytes;
+    const out = this.tensor(M, p.numHeads * p.headDim);
+    const scale = 1 / Math.sqrt(p.headDim);
+    if (this.usesPrefillAttention(M)) {
+      this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
+        { ptr: this.ropeAndStore(q, k, v, store, layer, s).ptr },
+        { ptr: keys },
+        { ptr: values },
+        { ptr: s.positions },
+        { ptr: s.blockTables },
+        { ptr: s.tiles },
+        { ptr: out.ptr },
+        { i32: p.numKvHeads },
+        { i32: s.maxBlocks },
+        { i32: store.spec.blockSize },
+        { i32: p.slidingWindow ?? 0 },
+        { f32: scale },
+      ]);
+      return out;
+    }
+    // Runs of rows whose keys would not fit in the kernel's shared memory (MAX_FRESH in
+    // kernels/attention.cu) have them rotated and cached by rope_store first.
+    const rotate = s.mostFresh <= this.freshKeys;
+    const qIn = rotate ? (q as CudaTensor) : this.ropeAndStore(q, k, v, store, layer, s);
+    // A decode row's keys are split over a cluster of blocks, whose partial results meet in
+    // distributed shared memory (Hopper); larger steps have enough rows to fill the GPU.
+    const splits = M <= maxGemvRows && this.ctx.info.computeCapability[0] >= 9 ? 8 : 1;
+    const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
+    this.ctx.launch(
+      this.kernels.get("attention_decode"),
+      [M, p.numKvHeads, splits],
+      [256, 1, 1],
+      [
+        { ptr: qIn.ptr },
+        { ptr: (k as CudaTensor).ptr },
+        { ptr: (v as CudaTensor).ptr },
+        { ptr: keys },
+        { ptr: values },
+        { ptr: s.positions },
+        { ptr: s.fresh },
+        { ptr: s.slots },
+        { ptr: s.blockTables },
+        { ptr: this.invFreq },
+        { ptr: out.ptr },
+        { ptr: int8?.q ?? 0 },
+        { ptr: int8?.scales ?? 0 },
+        { i32: p.numKvHeads },
+        { i32: s.maxBlocks },
+        { i32: store.spec.blockSize },
+        { i32: p.slidingWindow ?? 0 },
+        { f32: scale },
+        { i32: rotate ? 1 : 0 },
+      ],
+      "attention_decode",
+      0,
+      splits,
+    );
+    return out;
+  }
+
+  /** Whether a step of M rows runs the tensor-core prefill attention (head sizes up to 128). */
+  private usesPrefillAttention(M: number): boolean {
+    return M >= prefillAttentionMinRows && this.cfg.headDim % 16 === 0 && this.cfg.headDim <= 128;
+  }
+
+  /** Rotates q and k (rope) and writes k and v to the cache: returns the rotated q. */
+  private ropeAndStore(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    store: CudaKvStorage,
+    layer: number,
+    s: CudaStep,
+  ): CudaTensor {
     const { headDim, numKvHeads } = store.spec;
     const numHeads = q.cols / headDim;
     const out = this.tensor(q.rows, q.cols);
@@ -667,65 +768,6 @@ export class CudaBackend implements Backend {
       { ptr: this.invFreq },
       { i32: numHeads },
       { i32: numKvHeads },
-    ]);
-    return out;
-  }
-
-  attention(q: Tensor, kv: KvStorage, layer: number, step: Step, p: AttentionParams): Tensor {
-    const store = kv as CudaKvStorage;
-    const s = step as CudaStep;
-    const M = q.rows;
-    if (M >= prefillAttentionMinRows && p.headDim % 16 === 0 && p.headDim <= 128) {
-      const out = this.tensor(M, p.numHeads * p.headDim);
-      this.launch("prefill_attention", [s.tileCount, p.numHeads, 1], 128, [
-        { ptr: (q as CudaTensor).ptr },
-        { ptr: store.keys + layer * store.layerBytes },
-        { ptr: store.values + layer * store.layerBytes },
-        { ptr: s.positions },
-        { ptr: s.blockTables },
-        { ptr: s.tiles },
-        { ptr: out.ptr },
-        { i32: p.numKvHeads },
-        { i32: s.maxBlocks },
-        { i32: store.spec.blockSize },
-        { i32: p.slidingWindow ?? 0 },
-        { f32: 1 / Math.sqrt(p.headDim) },
-      ]);
-      return out;
-    }
-    // Decode rows split each sequence's keys over many blocks; larger steps have enough rows.
-    const splits = M <= maxGemvRows ? 16 : 1;
-    const parts = M * p.numHeads * splits;
-    const partMax = this.arena.alloc(parts * 4);
-    const partSum = this.arena.alloc(parts * 4);
-    const partAcc = this.arena.alloc(parts * p.headDim * 4);
-    this.launch("attention_partial", [M, p.numKvHeads, splits], 128, [
-      { ptr: (q as CudaTensor).ptr },
-      { ptr: store.keys + layer * store.layerBytes },
-      { ptr: store.values + layer * store.layerBytes },
-      { ptr: s.positions },
-      { ptr: s.blockTables },
-      { ptr: partMax },
-      { ptr: partSum },
-      { ptr: partAcc },
-      { i32: p.numKvHeads },
-      { i32: s.maxBlocks },
-      { i32: store.spec.blockSize },
-      { i32: p.slidingWindow ?? 0 },
-      { i32: splits },
-      { f32: 1 / Math.sqrt(p.headDim) },
-    ]);
-    const out = this.tensor(M, p.numHeads * p.headDim);
-    const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
-    this.launch("attention_combine", [M, p.numHeads, 1], p.headDim, [
-      { ptr: partMax },
-      { ptr: partSum },
-      { ptr: partAcc },
-      { ptr: out.ptr },
-      { i32: p.numHeads },
-      { i32: splits },
-      { ptr: int8?.q ?? 0 },
-      { ptr: int8?.scales ?? 0 },
     ]);
     return out;
   }
@@ -855,18 +897,19 @@ export class CudaBackend implements Backend {
 
 /**
  * Upper bound of one step's activation bytes for `rows` rows: every tensor the forward pass
- * creates, for every layer (MTP modules included), plus attention partials and step metadata.
+ * creates, for every layer (MTP modules included), plus step metadata.
  */
 export function activationBytes(cfg: ModelConfig, rows: number): number {
   const H = cfg.hiddenSize;
   const qW = cfg.numHeads * cfg.headDim;
   const kvW = cfg.numKvHeads * cfg.headDim;
   const I = cfg.intermediateSize;
-  // bf16 copies of the norms' outputs (2 per layer) and gate and up kept apart for tensor cores.
-  const perLayer = 7 * H + 3 * qW + 4 * kvW + 3 * I + (cfg.qkNorm ? qW + kvW : 0);
-  const attentionParts = cfg.numHeads * 16 * (cfg.headDim + 2);
+  // q, k, v; rotated q; attention output; o, two residual sums and two norms, down; gate, up and
+  // their product kept apart for tensor cores; bf16 copies of the products' inputs (half a float
+  // each); int8 copies of the norms' and attention's outputs (1.25 bytes each) for integer weights.
+  const perLayer = 7 * H + 4 * qW + 4 * kvW + 4 * I + (2 * H + qW) * 0.3125 + (cfg.qkNorm ? qW + kvW : 0);
   const layers = cfg.numLayers + cfg.numMtpModules;
-  const floatsPerRow = layers * (perLayer + attentionParts + 16) + 4 * H + 2 * cfg.vocabSize;
+  const floatsPerRow = layers * (perLayer + 16) + 4 * H + 2 * cfg.vocabSize;
   const metadataPerRow = 8 + Math.ceil(cfg.maxPositions / 16);
   return Math.ceil((rows * (floatsPerRow + metadataPerRow) * 4 + layers * 64 * 256) * 1.25) + (1 << 20);
 }

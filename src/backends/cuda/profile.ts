@@ -22,7 +22,6 @@ export function profilingBackend(inner: CudaBackend): { backend: Backend; report
     "gateUp",
     "add",
     "addRmsNorm",
-    "ropeAndStore",
     "attention",
     "concatCols",
     "gatherOutputRows",

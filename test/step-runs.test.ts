@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { StepRows } from "../src/backends/backend.js";
-import { prefillTiles } from "../src/backends/cuda/prefill-tiles.js";
+import { freshFrom, prefillTiles } from "../src/backends/cuda/step-runs.js";
 
 /** Rows of sequences given as [block table, first position, row count] runs. */
 function rows(runs: [Int32Array, number, number][]): StepRows {
@@ -57,4 +57,16 @@ test("prefill tiles cover every row exactly once", () => {
     }
     assert.equal(next, r.tokens.length);
   }
+});
+
+test("fresh keys: each row reads its own run's keys from the step, from the run's first position", () => {
+  const a = new Int32Array(4);
+  const b = new Int32Array(4);
+  // a decode row, a verification of 4 rows, then sequence a again after a position gap (a new run)
+  const r = rows([
+    [a, 7, 1],
+    [b, 30, 4],
+    [a, 9, 2],
+  ]);
+  assert.deepEqual(Array.from(freshFrom(r)), [7, 30, 30, 30, 30, 9, 9]);
 });
