@@ -14,6 +14,7 @@ import { SpeculationLength } from "../src/engine/speculative/adaptive-length.js"
 import { SpeculativeDecoder } from "../src/engine/speculative/decoder.js";
 import type { Proposal } from "../src/engine/speculative/proposer.js";
 import { Sampler, validateSamplingParams } from "../src/engine/sampling.js";
+import { generationSettings, samplingMode } from "../src/engine/sequence-output.js";
 import { fixturesDir, repoRoot } from "./paths.js";
 import { seededRandom } from "./random.js";
 
@@ -184,4 +185,13 @@ test("point-mass proposals leave seeded sampling's tokens exactly as without spe
     }
   }
   assert.ok(accepted > 0, "some proposals must be accepted for the test to mean anything");
+});
+
+test("a sampled sequence that speculates chooses on the host, even where the backend could draw", () => {
+  const settings = generationSettings(executor, prompt, { temperature: 0.8, seed: 1 });
+  const drawing = { ...executor.backend, sampleRows: () => new Int32Array(0) };
+  assert.equal(samplingMode(settings, drawing, false), "device");
+  assert.equal(samplingMode(settings, drawing, true), "host");
+  const greedy = generationSettings(executor, prompt, { temperature: 0 });
+  assert.equal(samplingMode(greedy, drawing, true), "argmax", "greedy verifies by argmax on the device");
 });

@@ -44,7 +44,7 @@ export class Sequence {
     this.kv = executor.newSequence();
     this.sampler = new Sampler(settings.params, executor.config.vocabSize);
     this.sampler.setPrompt(promptIds);
-    this.mode = samplingMode(settings, executor.backend);
+    this.mode = samplingMode(settings, executor.backend, false);
     this.output = new SequenceOutput(tokenizer, promptIds, settings);
   }
 
