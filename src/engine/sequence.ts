@@ -77,7 +77,7 @@ export class Sequence {
 
   /** Takes the result of a step that computed every token: chooses, records and streams the next one. */
   advance(result: ChoiceResult): void {
-    const token = result.token ?? this.sampler.sample(result.logits!);
+    const token = result.tokens?.[0] ?? this.sampler.sample(result.logits!);
     this.sampler.accept(token);
     this.tokens.push(token);
     const out = this.output.push(token, result.logits);
