@@ -104,8 +104,9 @@ export class ModelExecutor {
     });
   }
 
-  newSequence(): SequenceKv {
-    return new SequenceKv(this.allocator, this.blockSize);
+  /** A new, empty sequence; it shares cached prefix blocks only with sequences of its `prefixFamily`. */
+  newSequence(prefixFamily = ""): SequenceKv {
+    return new SequenceKv(this.allocator, this.blockSize, prefixFamily);
   }
 
   /**
