@@ -27,6 +27,7 @@ export async function serveCompletion(
   const req = parseCompletionRequest(kind, request.body);
   const served = models.get(req.model);
   const prompts = promptIds(req, served);
+  checkSpeculation(req, served);
 
   // Aborted when the client disconnects before the response is complete.
   const abort = new AbortController();
@@ -54,11 +55,18 @@ export async function serveCompletion(
   const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
   metrics.promptTokens.inc({ model: served.name }, promptTokens);
   const usage = (results: GenerationResult[]): Usage => {
-    const completion = results.reduce((n, r) => n + r.completionTokens, 0);
+    const sum = (count: (r: GenerationResult) => number) => results.reduce((n, r) => n + count(r), 0);
+    const completion = sum((r) => r.completionTokens);
     return {
       prompt_tokens: promptTokens,
       completion_tokens: completion,
       total_tokens: promptTokens + completion,
+      ...(req.options.speculation && {
+        speculation: {
+          proposed_tokens: sum((r) => r.speculation!.proposedTokens),
+          accepted_tokens: sum((r) => r.speculation!.acceptedTokens),
+        },
+      }),
     };
   };
   const count = (reason: string) =>
@@ -179,6 +187,19 @@ function promptIds(req: CompletionRequest, served: ServedModel): number[][] {
     }
   }
   return prompts;
+}
+
+/** Speculation the served model cannot do is refused up front, naming the field. */
+function checkSpeculation(req: CompletionRequest, served: ServedModel): void {
+  const method = req.options.speculation?.method;
+  const refuse = (why: string) =>
+    invalidField(
+      "speculation.method",
+      `'${method}' speculation is not available for '${served.name}': ${why}.`,
+    );
+  if (method === "mtp" && served.model.config.numMtpModules === 0)
+    throw refuse("the model has no MTP modules; use ngram");
+  if (method === "draft") throw refuse("this server loads no draft model; use ngram or mtp");
 }
 
 /** Observes the time to a request's first token and the gaps between each choice's tokens. */
