@@ -14,7 +14,7 @@ let t: TestServer;
 before(async () => {
   t = await startTestServer({
     models: [
-      { name: "tiny", dir: tinyDir },
+      { name: "tiny", dir: tinyDir, draft: draftDir },
       { name: "draft", dir: draftDir },
     ],
   });
@@ -299,7 +299,7 @@ test("speculation (an extra body field) keeps the greedy text and reports its co
   const plain = await t.client().chat.completions.create(body);
   assert.equal((plain.usage as { speculation?: unknown }).speculation, undefined, "no extension unasked");
   const counts = { proposed: 0, accepted: 0 };
-  for (const method of ["ngram", "mtp"]) {
+  for (const method of ["ngram", "mtp", "draft"]) {
     // Beside a plain request, so the speculating one is verified in a batch.
     const [spec] = await Promise.all([
       t.client().chat.completions.create({ ...body, ...{ speculation: { method } } }),
@@ -344,7 +344,7 @@ test("speculation a model cannot do is refused with a 400 naming the field", asy
     t.client().completions.create({ model, prompt: "x", max_tokens: 2, ...{ speculation: { method } } });
   for (const [model, method, why] of [
     ["draft", "mtp", /no MTP modules/],
-    ["tiny", "draft", /no draft model/],
+    ["draft", "draft", /no draft model/],
   ] as const) {
     await assert.rejects(ask(model, method), (e: unknown) => {
       const err = e as { status: number; param: string; message: string };
