@@ -8,6 +8,8 @@
  *
  * Without --url it starts `tachyon serve --port 0 SERVE_ARGS` itself and stops it at the end.
  * `--sweep 1,8,32,64` runs one level per concurrency (each `--rounds` requests per stream).
+ * `--spec ngram|mtp|draft` (and `--spec-k N`) makes every request speculate; the report then
+ * adds the tokens proposed and accepted, from each response's usage.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -16,6 +18,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import OpenAI from "openai";
+import type { CompletionUsage } from "openai/resources/completions";
 
 export interface LoadOptions {
   /** The server's root, e.g. http://127.0.0.1:8000. */
@@ -31,6 +34,8 @@ export interface LoadOptions {
   promptTokens?: number;
   /** Generate exactly maxTokens (vLLM's ignore_eos), so every stream does the same work. */
   ignoreEos?: boolean;
+  /** Every request speculates this way (tachyon's `speculation` request field). */
+  speculation?: { method: string; k?: number };
 }
 
 export interface Percentiles {
@@ -47,6 +52,8 @@ export interface LoadReport {
   failed: number;
   /** Streams that ended without a finish reason or without the usage chunk. */
   incomplete: number;
+  /** With speculation: tokens proposed and accepted over the completed requests. */
+  speculation: { proposed_tokens: number; accepted_tokens: number; acceptance_ratio: number } | null;
   errors: string[];
   wall_s: number;
   completion_tokens: number;
@@ -74,6 +81,11 @@ export const defaultPrompts = [
   "from dataclasses import dataclass\n\n@dataclass\nclass Point:\n",
 ];
 
+/** A completion's usage, with tachyon's speculation counts when the request speculated. */
+type SpeculationUsage = CompletionUsage & {
+  speculation?: { proposed_tokens: number; accepted_tokens: number };
+};
+
 function percentiles(values: number[]): Percentiles {
   if (values.length === 0) return { p50: 0, p90: 0, p99: 0, mean: 0 };
   const s = [...values].sort((a, b) => a - b);
@@ -100,6 +112,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
   let completed = 0;
   let incomplete = 0;
   let tokens = 0;
+  let proposed = 0;
+  let accepted = 0;
 
   const one = async (i: number): Promise<void> => {
     const start = performance.now();
@@ -111,28 +125,31 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       stream: true as const,
       stream_options: { include_usage: true },
       ...(o.ignoreEos && { ignore_eos: true }),
+      ...(o.speculation && { speculation: o.speculation }),
     };
     const stream = await client.completions.create(params);
     const arrivals: number[] = [];
     let finished = false;
-    let usage = 0;
+    let usage: SpeculationUsage | null = null;
     let last = start;
     for await (const chunk of stream) {
       last = performance.now();
       const choice = chunk.choices[0];
       if (choice?.text) arrivals.push(last);
       if (choice?.finish_reason) finished = true;
-      if (chunk.usage) usage = chunk.usage.completion_tokens;
+      usage = (chunk.usage as SpeculationUsage | null | undefined) ?? usage;
     }
-    if (!finished || usage === 0) {
+    if (!finished || !usage?.completion_tokens || (o.speculation && !usage.speculation)) {
       incomplete++;
       return;
     }
     completed++;
-    tokens += usage;
+    tokens += usage.completion_tokens;
+    proposed += usage.speculation?.proposed_tokens ?? 0;
+    accepted += usage.speculation?.accepted_tokens ?? 0;
     if (arrivals.length > 0) ttft.push(arrivals[0] - start);
     for (let k = 1; k < arrivals.length; k++) itl.push(arrivals[k] - arrivals[k - 1]);
-    perStream.push((usage * 1000) / (last - start));
+    perStream.push((usage.completion_tokens * 1000) / (last - start));
   };
 
   let next = 0;
@@ -155,6 +172,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     completed,
     failed: errors.length,
     incomplete,
+    speculation: o.speculation
+      ? { proposed_tokens: proposed, accepted_tokens: accepted, acceptance_ratio: accepted / (proposed || 1) }
+      : null,
     errors: errors.slice(0, 10),
     wall_s: wall,
     completion_tokens: tokens,
@@ -204,6 +224,8 @@ async function main(): Promise<void> {
       "ignore-eos": { type: "boolean", default: false },
       sweep: { type: "string" },
       rounds: { type: "string", default: "2" },
+      spec: { type: "string" },
+      "spec-k": { type: "string" },
       out: { type: "string" },
     },
     allowPositionals: true,
@@ -227,6 +249,9 @@ async function main(): Promise<void> {
       maxTokens: Number(values["max-tokens"]),
       promptTokens: values["prompt-tokens"] ? Number(values["prompt-tokens"]) : undefined,
       ignoreEos: values["ignore-eos"],
+      speculation: values.spec
+        ? { method: values.spec, ...(values["spec-k"] && { k: Number(values["spec-k"]) }) }
+        : undefined,
     };
     const levels = values.sweep
       ? values.sweep
@@ -240,7 +265,11 @@ async function main(): Promise<void> {
       process.stderr.write(
         `concurrency ${r.concurrency}: ${r.completed}/${r.requests} complete, ${r.failed} failed, ${r.incomplete} incomplete in ${r.wall_s.toFixed(1)} s; ` +
           `${r.aggregate_tok_s.toFixed(1)} tok/s aggregate, ${r.per_stream_tok_s.p50.toFixed(1)} tok/s per stream (p50); ` +
-          `TTFT p50 ${r.ttft_ms.p50.toFixed(0)} ms p99 ${r.ttft_ms.p99.toFixed(0)} ms; ITL p50 ${r.itl_ms.p50.toFixed(1)} ms p99 ${r.itl_ms.p99.toFixed(1)} ms\n`,
+          `TTFT p50 ${r.ttft_ms.p50.toFixed(0)} ms p99 ${r.ttft_ms.p99.toFixed(0)} ms; ITL p50 ${r.itl_ms.p50.toFixed(1)} ms p99 ${r.itl_ms.p99.toFixed(1)} ms` +
+          (r.speculation
+            ? `; ${values.spec} acceptance ${(100 * r.speculation.acceptance_ratio).toFixed(1)}% of ${r.speculation.proposed_tokens} proposed`
+            : "") +
+          "\n",
       );
     }
     const kv = await kvBlocksInUse(url);

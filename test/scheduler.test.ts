@@ -56,22 +56,30 @@ test("stepChoosing sends each row to its own mechanism and answers in input orde
   const model = await loadModel(draftDir, { device: "cpu" });
   const executor = model.executor;
   const backend = executor.backend;
+  const V = model.config.vocabSize;
   // A device sampler stand-in that records what it was given: the argmax of each row it gets.
   const seen: DeviceDraw[][] = [];
   backend.sampleRows = (logits: Tensor, draws: readonly DeviceDraw[]) => {
     seen.push([...draws]);
     const all = backend.read(logits);
-    const V = logits.cols;
     return Int32Array.from(draws, (_, i) => argmax(all.subarray(i * V, (i + 1) * V)));
   };
   try {
-    const tokens = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10]];
-    const reference = tokens.map((t) => {
+    const tokens = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11, 12]];
+    // Inputs 0 (host) and 3 (argmax) verify: a choice for every row.
+    const allLogits = [true, false, false, true, false];
+    // Each input alone: the logits and hidden states of all its rows.
+    const alone = tokens.map((t) => {
       const seq = executor.newSequence();
-      const [logits] = executor.step([{ seq, tokens: t }]);
+      const [r] = executor.stepChoosing([{ seq, tokens: t, allLogits: true }], [{ by: "host" }]);
       seq.free();
-      return logits;
+      return { logits: r.logits!, hidden: backend.read(r.hidden.tensor) };
     });
+    const reference = alone.map((a) => a.logits);
+    const maxDiff = (a: Float32Array, b: Float32Array) =>
+      a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+    const argmaxOfRows = (logits: Float32Array, rows: number[]) =>
+      rows.map((r) => argmax(logits.subarray(r * V, (r + 1) * V)));
     const draw: DeviceDraw = {
       params: defaultSamplingParams,
       tokens: new Int32Array(0),
@@ -80,17 +88,28 @@ test("stepChoosing sends each row to its own mechanism and answers in input orde
     };
     const seqs = tokens.map(() => executor.newSequence());
     const results = executor.stepChoosing(
-      seqs.map((seq, i) => ({ seq, tokens: tokens[i] })),
-      [{ by: "host" }, { by: "draw", draw }, { by: "none" }, { by: "argmax" }],
+      seqs.map((seq, i) => ({ seq, tokens: tokens[i], allLogits: allLogits[i] })),
+      [{ by: "host" }, { by: "draw", draw }, { by: "none" }, { by: "argmax" }, { by: "argmax" }],
     );
     seqs.forEach((s) => s.free());
-    const diff = results[0].logits!.reduce((m, x, i) => Math.max(m, Math.abs(x - reference[0][i])), 0);
+    assert.equal(results[0].logits!.length, 3 * V, "every row's logits");
+    const diff = maxDiff(results[0].logits!, reference[0]);
     assert.ok(diff < 1e-4, `host rows get their logits (max difference ${diff})`);
-    assert.equal(results[1].token, argmax(reference[1]));
-    assert.deepEqual(results[2], {});
-    assert.equal(results[3].token, argmax(reference[3]));
+    assert.deepEqual(results[1].tokens, argmaxOfRows(reference[1], [1]));
+    assert.equal(results[2].tokens ?? results[2].logits, undefined);
+    assert.deepEqual(results[3].tokens, argmaxOfRows(reference[3], [0, 1, 2, 3]));
+    assert.deepEqual(results[4].tokens, argmaxOfRows(reference[4], [1]));
+    results.forEach((r, i) => {
+      const d = maxDiff(backend.read(r.hidden.tensor), alone[i].hidden);
+      assert.ok(d < 1e-4, `input ${i} gets its own rows' hidden states (max difference ${d})`);
+    });
     assert.equal(seen.length, 1);
     assert.equal(seen[0][0], draw);
+    assert.throws(
+      () =>
+        executor.stepChoosing([{ seq: seqs[0], tokens: [1, 2], allLogits: true }], [{ by: "draw", draw }]),
+      /a device draw chooses one token/,
+    );
   } finally {
     delete backend.sampleRows;
   }

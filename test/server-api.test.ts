@@ -1,11 +1,12 @@
 /**
  * The server as OpenAI's own client sees it, on the embedded models (CPU): chat and completions,
  * streamed and not, n > 1, logprobs, stop strings, seeds, several models, and the engine's
- * promises behind them: batching never changes greedy output, shared prefixes are computed once,
- * and a client that disconnects frees its KV blocks.
+ * promises behind them: batching never changes greedy output, speculation neither, shared prefixes
+ * are computed once, and a client that disconnects frees its KV blocks.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import type { CompletionUsage } from "openai/resources/completions";
 import { loadModel } from "../src/index.js";
 import { draftDir, eventually, startTestServer, tinyDir, type TestServer } from "./server-harness.js";
 
@@ -13,7 +14,7 @@ let t: TestServer;
 before(async () => {
   t = await startTestServer({
     models: [
-      { name: "tiny", dir: tinyDir },
+      { name: "tiny", dir: tinyDir, draft: draftDir },
       { name: "draft", dir: draftDir },
     ],
   });
@@ -281,6 +282,77 @@ test("a client that disconnects mid-stream cancels its generation and frees its 
   assert.equal(ok.choices.length, 1, "and the server goes on serving");
 });
 
+/** The usage of a request that asked for speculation (tachyon's extension). */
+type SpeculationUsage = CompletionUsage & {
+  speculation: { proposed_tokens: number; accepted_tokens: number };
+};
+
+test("speculation (an extra body field) keeps the greedy text and reports its counts in usage and /metrics", async () => {
+  const ratio = () => t.metric('tachyon_speculation_acceptance_ratio{model="tiny"}');
+  const proposed = () => t.metric('tachyon_speculation_proposed_tokens_total{model="tiny"}');
+  const accepted = () => t.metric('tachyon_speculation_accepted_tokens_total{model="tiny"}');
+  const before = { proposed: await proposed(), accepted: await accepted() };
+  const messages = [
+    { role: "user" as const, content: "Repeat: x = [1, 2, 3]; x = [1, 2, 3]; x = [1, 2, 3]" },
+  ];
+  const body = { model: "tiny", messages, max_tokens: 16, temperature: 0 };
+  const plain = await t.client().chat.completions.create(body);
+  assert.equal((plain.usage as { speculation?: unknown }).speculation, undefined, "no extension unasked");
+  const counts = { proposed: 0, accepted: 0 };
+  for (const method of ["ngram", "mtp", "draft"]) {
+    // Beside a plain request, so the speculating one is verified in a batch.
+    const [spec] = await Promise.all([
+      t.client().chat.completions.create({ ...body, ...{ speculation: { method } } }),
+      t.client().chat.completions.create(body),
+    ]);
+    assert.equal(spec.choices[0].message.content, plain.choices[0].message.content, method);
+    const usage = spec.usage as SpeculationUsage;
+    assert.equal(usage.completion_tokens, plain.usage!.completion_tokens);
+    assert.ok(usage.speculation.accepted_tokens > 0, `${method}: ${JSON.stringify(usage)}`);
+    assert.ok(usage.speculation.accepted_tokens <= usage.speculation.proposed_tokens);
+    counts.proposed += usage.speculation.proposed_tokens;
+    counts.accepted += usage.speculation.accepted_tokens;
+  }
+
+  // Streamed with include_usage: the same text, and the last chunk's usage has the counts.
+  const stream = await t.client().chat.completions.create({
+    ...body,
+    stream: true,
+    stream_options: { include_usage: true },
+    ...{ speculation: { method: "ngram", k: 6 } },
+  });
+  let text = "";
+  let usage: SpeculationUsage | null = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? "";
+    usage = (chunk.usage as SpeculationUsage | null) ?? usage;
+  }
+  assert.equal(text, plain.choices[0].message.content);
+  assert.ok(usage!.speculation.accepted_tokens > 0);
+  counts.proposed += usage!.speculation.proposed_tokens;
+  counts.accepted += usage!.speculation.accepted_tokens;
+
+  assert.equal((await proposed()) - before.proposed, counts.proposed, "every proposed token counted");
+  assert.equal((await accepted()) - before.accepted, counts.accepted);
+  const r = await ratio();
+  assert.ok(r > 0 && r <= 1, `acceptance ratio ${r}`);
+  assert.equal(r, (await accepted()) / (await proposed()));
+});
+
+test("speculation a model cannot do is refused with a 400 naming the field", async () => {
+  const ask = (model: string, method: string) =>
+    t.client().completions.create({ model, prompt: "x", max_tokens: 2, ...{ speculation: { method } } });
+  for (const [model, method, why] of [
+    ["draft", "mtp", /no MTP modules/],
+    ["draft", "draft", /no draft model/],
+  ] as const) {
+    await assert.rejects(ask(model, method), (e: unknown) => {
+      const err = e as { status: number; param: string; message: string };
+      return err.status === 400 && err.param === "speculation.method" && why.test(err.message);
+    });
+  }
+});
+
 test("GET /metrics exposes queue, batch, latency, KV-cache and speculation figures", async () => {
   const text = await (await fetch(`${t.url}/metrics`)).text();
   for (const name of [
@@ -293,6 +365,8 @@ test("GET /metrics exposes queue, batch, latency, KV-cache and speculation figur
     "tachyon_kv_cache_usage_ratio",
     "tachyon_prefix_cache_hit_tokens",
     "tachyon_speculation_acceptance_ratio",
+    "tachyon_speculation_proposed_tokens_total",
+    "tachyon_speculation_accepted_tokens_total",
   ]) {
     assert.match(text, new RegExp(`^${name}\\{[^}]*model="tiny"`, "m"), name);
   }

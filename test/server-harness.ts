@@ -24,17 +24,20 @@ export interface TestServer {
 
 export async function startTestServer(
   options: {
-    models?: { name: string; dir: string }[];
+    /** Models to serve, each with an optional draft model for speculation method "draft". */
+    models?: { name: string; dir: string; draft?: string }[];
     apiKeys?: string[];
     bodyLimit?: number;
     scheduler?: SchedulerOptions;
   } = {},
 ): Promise<TestServer> {
   const specs = options.models ?? [{ name: "tiny", dir: tinyDir }];
+  const load = (dir: string) => loadModel(dir, { device: "cpu", kvCacheTokens: 8192 });
   const loaded = await Promise.all(
-    specs.map(async ({ name, dir }) => ({
+    specs.map(async ({ name, dir, draft }) => ({
       name,
-      model: await loadModel(dir, { device: "cpu", kvCacheTokens: 8192 }),
+      model: await load(dir),
+      draft: draft === undefined ? undefined : await load(draft),
     })),
   );
   const models = new ModelRegistry(loaded, options.scheduler);

@@ -86,9 +86,16 @@ test("at the shutdown deadline, streams still running end cleanly with finish_re
 });
 
 test("tachyon serve finishes its requests on SIGTERM, then exits 0", async () => {
-  const { url, child } = await startServe(["--model", `draft=${draftDir}`]);
+  // The model is its own draft model here: a request speculating with it runs as any other.
+  const { url, child } = await startServe(["--model", `draft=${draftDir}`, "--draft-model", draftDir]);
   const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-  const events = sseEvents(url, { model: "draft", prompt: "def", max_tokens: 30, ignore_eos: true });
+  const events = sseEvents(url, {
+    model: "draft",
+    prompt: "def",
+    max_tokens: 30,
+    ignore_eos: true,
+    speculation: { method: "draft" },
+  });
   await new Promise((r) => setTimeout(r, 100));
   child.kill("SIGTERM");
   const done = await events;

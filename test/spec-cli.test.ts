@@ -1,4 +1,7 @@
-/** `tachyon run` with speculation: same tokens as without, statistics in the JSON and the stats line. */
+/**
+ * `tachyon run` with speculation: same tokens as without, statistics in the JSON and the stats line;
+ * the flags that do not fit refused, by `run` and by `serve --draft-model`.
+ */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -68,4 +71,12 @@ test("run refuses speculation flags that do not fit", () => {
     assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, message);
   }
+});
+
+test("serve refuses a draft model whose tokenizer differs from a served model's", () => {
+  const mistral = path.join(fixturesDir, "models", "mistral");
+  const args = ["serve", "--device", "cpu", "--port", "0", "--model", modelDir, "--draft-model", mistral];
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /tokenizer differs/);
 });

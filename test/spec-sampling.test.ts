@@ -3,7 +3,8 @@
  * seeded draws, a chi-square test compares the tokens a verification step produces with the
  * target's distribution after the request's processing (penalties, temperature, top-k), for
  * proposals drawn from a deliberately different q and for point-mass proposals. The same test
- * rejects the proposals' own distribution, so it has the power to catch a wrong rule.
+ * rejects the proposals' own distribution, so it has the power to catch a wrong rule. Point-mass
+ * proposals, verified by drawing the target's own token, leave a seed's tokens as they were.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,7 +14,8 @@ import { SpeculationLength } from "../src/engine/speculative/adaptive-length.js"
 import { SpeculativeDecoder } from "../src/engine/speculative/decoder.js";
 import type { Proposal } from "../src/engine/speculative/proposer.js";
 import { Sampler, validateSamplingParams } from "../src/engine/sampling.js";
-import { fixturesDir } from "./paths.js";
+import { generationSettings, samplingMode } from "../src/engine/sequence-output.js";
+import { fixturesDir, repoRoot } from "./paths.js";
 import { seededRandom } from "./random.js";
 
 const model = await loadModel(path.join(fixturesDir, "models", "qwen3"), { device: "cpu" });
@@ -167,4 +169,29 @@ test("point-mass proposals (n-gram, greedy drafts): accepted with probability p(
   assertFollows(tally(steps.map((s) => s[0])), p0, "first token");
   const bonus = steps.filter((s) => s.length === 2).map((s) => s[1]);
   assertFollows(tally(bonus), targetDistribution([x]), "bonus token");
+});
+
+test("point-mass proposals leave seeded sampling's tokens exactly as without speculation", async () => {
+  const tiny = await loadModel(path.join(repoRoot, "models", "tachyon-code-tiny"), { device: "cpu" });
+  const ids = tiny.tokenizer.encode("x = [1, 2, 3]\ny = [1, 2, 3]\nz = [1, 2, 3]\n");
+  let accepted = 0;
+  for (const seed of [1, 2, 3]) {
+    const opts = { temperature: 0.7, seed, maxTokens: 24, ignoreEos: true };
+    const plain = await tiny.complete(ids, opts);
+    for (const method of ["ngram", "mtp"] as const) {
+      const spec = await tiny.complete(ids, { ...opts, speculation: { method } });
+      assert.deepEqual(spec.tokens, plain.tokens, `seed ${seed}, ${method}`);
+      accepted += spec.speculation!.acceptedTokens;
+    }
+  }
+  assert.ok(accepted > 0, "some proposals must be accepted for the test to mean anything");
+});
+
+test("a sampled sequence that speculates chooses on the host, even where the backend could draw", () => {
+  const settings = generationSettings(executor, prompt, { temperature: 0.8, seed: 1 });
+  const drawing = { ...executor.backend, sampleRows: () => new Int32Array(0) };
+  assert.equal(samplingMode(settings, drawing, false), "device");
+  assert.equal(samplingMode(settings, drawing, true), "host");
+  const greedy = generationSettings(executor, prompt, { temperature: 0 });
+  assert.equal(samplingMode(greedy, drawing, true), "argmax", "greedy verifies by argmax on the device");
 });

@@ -52,6 +52,7 @@ Bench options (speculation):
 Serve options (and --device, --max-context, --gpu-memory-fraction as above):
   --model [NAME=]DIR       a model to serve, requested as NAME (default: the folder's name); repeatable
   --shape NAME             also serve a random-weight model of a bench shape (e.g. llama-3-8b), named NAME
+  --draft-model DIR        draft model for requests with speculation {"method": "draft"} (same tokenizer)
   --host H  --port N       where to listen (default 127.0.0.1:8000; port 0 picks a free one)
   --api-key KEY            require "Authorization: Bearer KEY" on /v1 routes; repeatable
   --kv-cache-tokens N      KV-cache token slots per model, shared by all requests (default 16384)

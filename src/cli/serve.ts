@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { TachyonError } from "../errors.js";
 import { LoadedModel, loadModel } from "../engine/loaded-model.js";
 import { ModelRegistry } from "../server/model-registry.js";
+import { assertSameTokenizer } from "../engine/speculative/draft-model.js";
 import { createServer } from "../server/server.js";
 import { defaultModelDir } from "./default-model.js";
 import { loadOptions, modelDir, modelFlags } from "./options.js";
@@ -19,6 +20,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       ...modelFlags,
       model: { type: "string", multiple: true },
       shape: { type: "string" },
+      "draft-model": { type: "string" },
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8000" },
       "api-key": { type: "string", multiple: true },
@@ -67,6 +69,18 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.stderr.write(`${values.shape}: random weights on ${model.deviceNote}\n`);
     models.push({ name: values.shape, model });
   }
+  // One draft model serves every model for speculation method "draft": they must share its tokenizer.
+  const draft =
+    values["draft-model"] === undefined
+      ? undefined
+      : await loadModel(modelDir({ model: values["draft-model"] }), {
+          ...loadOptions(values),
+          kvCacheTokens,
+        });
+  if (draft) {
+    for (const { model } of models) assertSameTokenizer(model.tokenizer, draft.tokenizer);
+    process.stderr.write(`draft model for speculation: ${draft.info.architecture} from ${draft.dir}\n`);
+  }
   const names = models.map((m) => m.name);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate)
@@ -76,7 +90,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
     );
 
   const server = createServer({
-    models: new ModelRegistry(models, schedulerOptions),
+    models: new ModelRegistry(
+      models.map((m) => ({ ...m, draft })),
+      schedulerOptions,
+    ),
     apiKeys: values["api-key"],
     bodyLimit,
   });

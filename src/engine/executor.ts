@@ -39,17 +39,23 @@ export interface StepInput {
 }
 
 /**
- * How an input's next token is chosen after a step: not at all (a prompt chunk with more to
- * come), by an argmax or a draw on the device, or on the host from the logits (host sampling,
- * logprobs).
+ * How an input's tokens are chosen after a step: not at all (a prompt chunk with more to come),
+ * by an argmax (of every row with allLogits: a greedy verification) or a draw on the device, or
+ * on the host from the logits (host sampling, speculative sampling, logprobs).
  */
 export type TokenChoice =
   { by: "none" } | { by: "argmax" } | { by: "draw"; draw: DeviceDraw } | { by: "host" };
 
-/** What a step gives an input: its token when chosen on the device, its logits when on the host. */
+/**
+ * What a step gives an input: the tokens chosen on the device, or the logits when chosen on the
+ * host, one per output row (its last row, or every row with allLogits); and its rows' hidden states.
+ */
 export interface ChoiceResult {
-  token?: number;
+  tokens?: number[];
+  /** [outputRows * vocab]. */
   logits?: Float32Array;
+  /** The main model's last-layer states of every row of this input, for the MTP modules. */
+  hidden: Hidden;
 }
 
 const choiceOrder = { argmax: 0, draw: 1, host: 2, none: 3 } as const;
@@ -70,7 +76,6 @@ export class ModelExecutor {
   private readonly graphs = new Map<string, { graph: CapturedGraph; hidden: Tensor }>();
   /** Steps started so far: tells whether a Hidden is still valid. */
   private steps = 0;
-  private hidden: Tensor | undefined;
   /**
    * Everything issued since the activations were last reset, as a graph key, or null once
    * something of variable size was. A graph's activation addresses depend on what ran before it
@@ -99,8 +104,9 @@ export class ModelExecutor {
     });
   }
 
-  newSequence(): SequenceKv {
-    return new SequenceKv(this.allocator, this.blockSize);
+  /** A new, empty sequence; it shares cached prefix blocks only with sequences of its `prefixFamily`. */
+  newSequence(prefixFamily = ""): SequenceKv {
+    return new SequenceKv(this.allocator, this.blockSize, prefixFamily);
   }
 
   /**
@@ -108,7 +114,7 @@ export class ModelExecutor {
    * ([vocab]) or of all its rows ([rows * vocab]) when allLogits is set.
    */
   step(inputs: readonly StepInput[]): Float32Array[] {
-    const logits = this.backend.read(this.run(this.rows(inputs)));
+    const logits = this.backend.read(this.run(this.rows(inputs)).output);
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
 
     const vocab = this.config.vocabSize;
@@ -155,68 +161,71 @@ export class ModelExecutor {
    */
   stepGreedy(inputs: readonly StepInput[]): number[] {
     const rows = this.rows(inputs);
-    const ids = this.argmax(this.run(rows));
-    for (const inp of inputs) inp.seq.length += inp.tokens.length;
-    return Array.from(ids);
-  }
-
-  /** Like step, but draws each input's next token on the device (Backend.sampleRows). */
-  stepSample(inputs: readonly StepInput[], draws: readonly DeviceDraw[]): number[] {
-    const sample = this.backend.sampleRows;
-    if (!sample) throw new Error(`the ${this.backend.name} backend cannot sample on the device`);
-    const ids = sample.call(this.backend, this.run(this.rows(inputs)), draws);
-    this.trail = null; // the draws' histories decide how much it allocated
+    const ids = this.argmax(this.run(rows).output);
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
     return Array.from(ids);
   }
 
   /**
-   * One step over inputs that choose their next tokens in different ways (a server's batch). The
-   * forward pass runs once; then each group of rows goes to its own mechanism, so a sequence's
-   * tokens never depend on what it is batched with. Each input has one output row (no allLogits).
+   * One step over inputs that choose their tokens in different ways (a server's batch). The
+   * forward pass runs once; then each group of output rows goes to its own mechanism, so a
+   * sequence's tokens never depend on what it is batched with. A device draw chooses one token,
+   * so its input has one output row (no allLogits).
    */
   stepChoosing(inputs: readonly StepInput[], choices: readonly TokenChoice[]): ChoiceResult[] {
-    if (inputs.some((inp) => inp.allLogits)) throw new Error("stepChoosing gives one output row per input");
-    // Rows grouped by mechanism (stable order within a group): each group is one slice of the logits.
+    const outputRows = (i: number) => (inputs[i].allLogits ? inputs[i].tokens.length : 1);
+    if (inputs.some((_, i) => choices[i].by === "draw" && outputRows(i) > 1)) {
+      throw new Error(
+        "stepChoosing: a device draw chooses one token; verify proposals by argmax or on the host",
+      );
+    }
+    // Inputs grouped by mechanism (stable order within a group): each group is one slice of the logits.
     const order = [...inputs.keys()].sort((a, b) => choiceOrder[choices[a].by] - choiceOrder[choices[b].by]);
-    const logits = this.run(this.rows(order.map((i) => inputs[i])));
+    const { output: logits, hidden } = this.run(this.rows(order.map((i) => inputs[i])));
     for (const inp of inputs) inp.seq.length += inp.tokens.length;
+    // Continuations (MTP) of a step of several sequences would multiply graph keys without bound.
+    if (inputs.length > 1) this.trail = null;
 
     const b = this.backend;
-    const results: ChoiceResult[] = inputs.map(() => ({}));
-    const group = (by: TokenChoice["by"]) => order.filter((i) => choices[i].by === by);
+    const results = new Array<ChoiceResult>(inputs.length);
+    let hiddenRow = 0;
+    for (const i of order) {
+      const n = inputs[i].tokens.length;
+      results[i] = { hidden: { tensor: b.sliceRows(hidden, hiddenRow, n), step: this.steps } };
+      hiddenRow += n;
+    }
     let row = 0;
+    /** The group's inputs and its slice of the logits, each input's output rows in turn. */
+    const group = (by: TokenChoice["by"]) => {
+      const members = order.filter((i) => choices[i].by === by);
+      const counts = members.map(outputRows);
+      const total = counts.reduce((n, c) => n + c, 0);
+      const slice = b.sliceRows(logits, row, total);
+      row += total;
+      let at = 0;
+      const spans = members.map((i, j) => ({ i, from: (at += counts[j]) - counts[j], to: at }));
+      return { spans, slice, empty: total === 0 };
+    };
     const argmax = group("argmax");
-    if (argmax.length > 0) {
-      const ids = this.argmax(b.sliceRows(logits, row, argmax.length));
-      argmax.forEach((i, j) => (results[i].token = ids[j]));
-      row += argmax.length;
+    if (!argmax.empty) {
+      const ids = Array.from(this.argmax(argmax.slice));
+      for (const { i, from, to } of argmax.spans) results[i].tokens = ids.slice(from, to);
     }
     const draw = group("draw");
-    if (draw.length > 0) {
+    if (!draw.empty) {
       if (!b.sampleRows) throw new Error(`the ${b.name} backend cannot sample on the device`);
-      const draws = draw.map((i) => (choices[i] as { draw: DeviceDraw }).draw);
-      const ids = b.sampleRows(b.sliceRows(logits, row, draw.length), draws);
+      const draws = draw.spans.map(({ i }) => (choices[i] as { draw: DeviceDraw }).draw);
+      const ids = b.sampleRows(draw.slice, draws);
       this.trail = null; // the draws' histories decide how much it allocated
-      draw.forEach((i, j) => (results[i].token = ids[j]));
-      row += draw.length;
+      for (const { i, from } of draw.spans) results[i].tokens = [ids[from]];
     }
     const host = group("host");
-    if (host.length > 0) {
-      const all = b.read(b.sliceRows(logits, row, host.length));
+    if (!host.empty) {
+      const all = b.read(host.slice);
       const vocab = this.config.vocabSize;
-      host.forEach((i, j) => (results[i].logits = all.subarray(j * vocab, (j + 1) * vocab)));
+      for (const { i, from, to } of host.spans) results[i].logits = all.subarray(from * vocab, to * vocab);
     }
     return results;
-  }
-
-  /**
-   * The main model's hidden states of every row of the latest step (before the final norm), for
-   * the MTP modules; valid until the next step starts.
-   */
-  get lastHidden(): Hidden {
-    if (!this.hidden) throw new Error("lastHidden: no step has run yet");
-    return { tensor: this.hidden, step: this.steps };
   }
 
   /**
@@ -263,22 +272,16 @@ export class ModelExecutor {
    * One forward step. Small steps (decode, verification) on a backend that captures graphs are
    * recorded once per shape and replayed after: the host then issues one launch per step.
    */
-  private run(rows: StepRows): Tensor {
+  private run(rows: StepRows): Produced {
     const b = this.backend;
     b.resetActivations();
     this.steps++;
     this.trail = "";
     const step = b.prepareStep(rows);
-    const { output, hidden } = this.graphed(
-      `${rows.tokens.length}:${rows.outputRows.length}`,
-      rows.tokens.length,
-      () => {
-        const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
-        return { output: outputLogits(b, this.weights, this.config, hidden, step), hidden };
-      },
-    );
-    this.hidden = hidden;
-    return output;
+    return this.graphed(`${rows.tokens.length}:${rows.outputRows.length}`, rows.tokens.length, () => {
+      const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
+      return { output: outputLogits(b, this.weights, this.config, hidden, step), hidden };
+    });
   }
 
   /** Runs `body`, or replays its graph (captured on first use) when it is small and its place in the step is known. */
@@ -320,7 +323,6 @@ export class ModelExecutor {
     }
     const b = this.backend;
     this.steps++;
-    this.hidden = undefined;
     this.trail = null;
     const T = tokens.length;
     const V = this.config.vocabSize;

@@ -78,11 +78,10 @@ export async function* generateTokens(
   const output = new SequenceOutput(tokenizer, promptIds, settings);
   const seq = executor.newSequence();
 
-  // Speculative sampling needs the logits of the rows with proposals on the host too.
-  const mode = samplingMode(settings, executor.backend);
   const speculation = options.speculation
     ? createSpeculation(options.speculation, executor, tokenizer, seq)
     : null;
+  const mode = samplingMode(settings, executor.backend, speculation !== null);
   const decoder = new SpeculativeDecoder(executor, seq, sampler, mode, promptIds, speculation);
   try {
     for (let end = prefillChunk; end < promptIds.length; end += prefillChunk) {

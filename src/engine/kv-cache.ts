@@ -109,6 +109,11 @@ export class SequenceKv {
   constructor(
     private readonly allocator: BlockAllocator,
     readonly blockSize: number,
+    /**
+     * Names the family of sequences whose cached blocks this one may share: blocks are shared
+     * only within a family, e.g. those whose MTP cache layers are filled.
+     */
+    private readonly prefixFamily = "",
   ) {}
 
   /** Ensures room for positions [0, newLength), allocating blocks as needed. */
@@ -133,7 +138,7 @@ export class SequenceKv {
     if (this.blocks.length > 0) throw new Error("reuseCachedPrefix needs an empty sequence");
     const bs = this.blockSize;
     for (let i = 0; (i + 1) * bs < tokens.length; i++) {
-      const name = blockName(this.names.at(-1) ?? "", tokens.slice(i * bs, (i + 1) * bs));
+      const name = blockName(this.names.at(-1) ?? this.prefixFamily, tokens.slice(i * bs, (i + 1) * bs));
       const block = this.allocator.acquireCached(name);
       if (block === undefined) break;
       this.blocks.push(block);
@@ -152,7 +157,7 @@ export class SequenceKv {
     const bs = this.blockSize;
     const full = Math.floor(this.length / bs);
     for (let i = this.names.length; i < full; i++) {
-      const name = blockName(this.names.at(-1) ?? "", tokens.slice(i * bs, (i + 1) * bs));
+      const name = blockName(this.names.at(-1) ?? this.prefixFamily, tokens.slice(i * bs, (i + 1) * bs));
       this.allocator.publish(this.blocks[i], name);
       this.names.push(name);
     }

@@ -6,15 +6,18 @@
  * youngest running sequence is preempted (its blocks freed, to be recomputed later, mostly from
  * the prefix cache) so the older ones can finish.
  *
- * A request's `speculation` option is accepted and carried but not acted on yet: batched sequences
- * decode one token per step (speculation runs in the one-sequence loop, generate.ts).
+ * A sequence whose request asked for speculation adds its proposed tokens after its decode row,
+ * verified in the same step (src/engine/speculative/decoder.ts holds the per-sequence logic, the
+ * one-sequence loop's too). Proposals come last, from the budget and the free blocks the rows
+ * above left: a guess never delays a prompt or another stream's decode row, and never preempts.
  */
 import { TachyonError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
-import type { ChoiceResult, ModelExecutor, StepInput } from "./executor.js";
+import type { ChoiceResult, ModelExecutor } from "./executor.js";
 import type { GeneratedToken, GenerateOptions, GenerationResult } from "./generate.js";
 import { Sequence } from "./sequence.js";
 import { generationSettings, type GenerationSettings } from "./sequence-output.js";
+import type { PlannedStep } from "./speculative/decoder.js";
 
 export interface SchedulerOptions {
   /** Most tokens (rows) one step computes: decode rows first, prompt chunks fill the rest. */
@@ -39,7 +42,19 @@ export interface SchedulerStats {
   cachedTokens: number;
   generatedTokens: number;
   preemptions: number;
+  /** Tokens proposed by speculating sequences, and how many of them the model accepted. */
+  proposedTokens: number;
+  acceptedTokens: number;
 }
+
+/** A sequence's rows in the step being scheduled: its tokens up to `to`, then any proposals. */
+interface Scheduled {
+  seq: Sequence;
+  to: number;
+}
+
+/** A sequence's part of the step as planned: its input, proposals included, and its choice. */
+type Batched = { seq: Sequence } & PlannedStep;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -55,6 +70,8 @@ export class Scheduler {
   private cachedTokens = 0;
   private generatedTokens = 0;
   private preemptions = 0;
+  private proposedTokens = 0;
+  private acceptedTokens = 0;
   /** Calls to submit so far. */
   private submissions = 0;
 
@@ -82,6 +99,9 @@ export class Scheduler {
     if (this.closed) throw new TachyonError("the server is shutting down", "unavailable");
     const settings = generationSettings(this.executor, promptIds, options);
     this.checkCapacity(promptIds.length, settings.maxTokens);
+    if (options.speculation?.method === "custom" && n > 1) {
+      throw new TachyonError("a custom proposer serves one sequence: ask for one choice (n = 1)", "argument");
+    }
     if (this.waiting.length + n > this.maxWaiting) {
       throw new TachyonError(
         `the queue is full (${this.waiting.length} requests waiting); retry shortly`,
@@ -96,6 +116,7 @@ export class Scheduler {
         this.tokenizer,
         promptIds,
         siblingSettings(settings, i),
+        options.speculation,
         options.signal,
         leader,
       );
@@ -123,6 +144,8 @@ export class Scheduler {
       cachedTokens: this.cachedTokens,
       generatedTokens: this.generatedTokens,
       preemptions: this.preemptions,
+      proposedTokens: this.proposedTokens,
+      acceptedTokens: this.acceptedTokens,
     };
   }
 
@@ -173,14 +196,13 @@ export class Scheduler {
   /** One batched forward step; returns false when nothing could be scheduled. */
   private step(): boolean {
     this.dropCancelled();
-    const batch = this.schedule();
+    const batch = this.finalBatch(this.schedule());
     if (batch.length === 0) return false;
     let results: ChoiceResult[];
     try {
-      // Choices are made once the batch is final: a device draw takes a word from the sequence's seeded stream.
       results = this.executor.stepChoosing(
         batch.map((e) => e.input),
-        batch.map((e) => e.seq.choice(e.to)),
+        batch.map((e) => e.choice),
       );
     } catch (error) {
       // A step that fails ends the generations in it, never the scheduler.
@@ -189,11 +211,11 @@ export class Scheduler {
     }
     batch.forEach(({ seq, input }, i) => {
       this.computedTokens += input.tokens.length;
-      seq.kv.publishFullBlocks(seq.tokens);
-      if (seq.uncomputed > 0) return; // a prompt chunk with more to come
       try {
-        seq.advance(results[i]);
-        this.generatedTokens++;
+        const outcome = seq.advance(results[i]);
+        this.generatedTokens += outcome.generated;
+        this.proposedTokens += outcome.proposed;
+        this.acceptedTokens += outcome.accepted;
       } catch (error) {
         seq.fail(error); // e.g. NaN logits: this sequence only
       }
@@ -203,14 +225,14 @@ export class Scheduler {
   }
 
   /** This step's rows: every decode row, then prompt chunks, within the token budget and the free blocks. */
-  private schedule(): { seq: Sequence; input: StepInput; to: number }[] {
-    const batch: { seq: Sequence; input: StepInput; to: number }[] = [];
+  private schedule(): { rows: Scheduled[]; budget: number } {
+    const rows: Scheduled[] = [];
     let budget = this.maxBatchTokens;
     const preempt = (victim: Sequence): void => {
-      const at = batch.findIndex((e) => e.seq === victim);
-      if (at >= 0) budget += batch.splice(at, 1)[0].input.tokens.length;
+      const at = rows.findIndex((e) => e.seq === victim);
+      if (at >= 0) budget += rows.splice(at, 1)[0].to - victim.kv.length;
       this.running.splice(this.running.indexOf(victim), 1);
-      victim.kv.free();
+      victim.preempt();
       this.waiting.unshift(victim);
       this.preemptions++;
     };
@@ -223,7 +245,7 @@ export class Scheduler {
         if (victim === seq) return;
       }
       seq.kv.reserve(to);
-      batch.push({ seq, input: { seq: seq.kv, tokens: seq.tokens.slice(from, to) }, to });
+      rows.push({ seq, to });
       budget -= to - from;
     };
 
@@ -249,6 +271,36 @@ export class Scheduler {
       this.running.push(seq);
       take(seq);
     }
+    return { rows, budget };
+  }
+
+  /**
+   * The final batch: each scheduled sequence's input and choice, proposals included. Speculating
+   * sequences share the budget left evenly and propose only into free blocks. A sequence whose
+   * proposer fails ends with the error.
+   */
+  private finalBatch({ rows, budget }: { rows: Scheduled[]; budget: number }): Batched[] {
+    const alloc = this.executor.allocator;
+    const wanted = rows.map(({ seq }) => seq.wantedProposals);
+    let speculating = wanted.filter((k) => k > 0).length;
+    const batch: Batched[] = [];
+    rows.forEach(({ seq, to }, i) => {
+      let k = 0;
+      if (wanted[i] > 0) {
+        // An even share of what is left among the speculating sequences still to come.
+        k = Math.min(wanted[i], Math.floor(budget / speculating--));
+        while (k > 0 && seq.kv.blocksNeeded(to + k) > alloc.freeBlocks) k--;
+      }
+      try {
+        const planned = seq.plan(to, k);
+        const proposed = planned.input.tokens.length - (to - seq.kv.length);
+        seq.kv.reserve(to + proposed);
+        budget -= proposed;
+        batch.push({ seq, ...planned });
+      } catch (error) {
+        this.retire(seq, () => seq.fail(error));
+      }
+    });
     return batch;
   }
 

@@ -58,18 +58,24 @@ export function generationSettings(
 }
 
 /**
- * How a sequence's tokens are chosen: where the logits are — plain greedy by an argmax, anything
- * else by the backend's sampler when it has one; only with logprobs do the logits come to the host.
+ * How a sequence's tokens are chosen: where the logits are — plain greedy by an argmax (of every
+ * row of a verification), anything else by the backend's sampler when it has one; the logits come
+ * to the host for logprobs, and for a sampled sequence that speculates: verifying its proposals
+ * needs them, and choosing on the host every step keeps its seeded draws on one mechanism.
  */
 export type SamplingMode = "argmax" | "device" | "host";
 
-export function samplingMode(settings: GenerationSettings, backend: Backend): SamplingMode {
+export function samplingMode(
+  settings: GenerationSettings,
+  backend: Backend,
+  speculates: boolean,
+): SamplingMode {
   const p = settings.params;
   const plainGreedy =
     p.temperature === 0 && p.repetitionPenalty === 1 && p.presencePenalty === 0 && p.frequencyPenalty === 0;
   if (settings.logprobs !== undefined) return "host";
   if (plainGreedy) return "argmax";
-  return backend.sampleRows ? "device" : "host";
+  return backend.sampleRows && !speculates ? "device" : "host";
 }
 
 export class SequenceOutput {

@@ -1,28 +1,32 @@
 /**
  * One generation the scheduler runs: its tokens (the prompt, then what it generated), how many of
- * them are in the KV cache, how its next token is chosen, and the stream its output goes to.
- * Positions [0, kv.length) are computed; the rest still have to go through the model: the whole
- * prompt at first, one token while decoding, everything again after a preemption.
+ * them are in the KV cache, how its steps go (its decoder: what it feeds, with proposals when it
+ * speculates, and how its tokens are chosen), and the stream its output goes to. Positions
+ * [0, kv.length) are computed; the rest still have to go through the model: the whole prompt at
+ * first, one token while decoding, everything again after a preemption.
  */
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
-import type { ChoiceResult, ModelExecutor, TokenChoice } from "./executor.js";
-import type { FinishReason, GeneratedToken, GenerationResult } from "./generate.js";
+import type { ChoiceResult, ModelExecutor } from "./executor.js";
+import type { FinishReason, GeneratedToken, GenerationResult, SpeculationOptions } from "./generate.js";
 import type { SequenceKv } from "./kv-cache.js";
 import { Sampler } from "./sampling.js";
-import {
-  samplingMode,
-  SequenceOutput,
-  type GenerationSettings,
-  type SamplingMode,
-} from "./sequence-output.js";
+import { samplingMode, SequenceOutput, type GenerationSettings } from "./sequence-output.js";
+import { SpeculativeDecoder, type PlannedStep } from "./speculative/decoder.js";
+import { createSpeculation, prefixFamily } from "./speculative/options.js";
+
+/** What one step did for a sequence, for the scheduler's counts. */
+export interface StepOutcome {
+  /** Tokens streamed (or ending it). */
+  generated: number;
+  proposed: number;
+  accepted: number;
+}
 
 export class Sequence {
-  readonly tokens: number[];
   readonly promptLength: number;
   readonly kv: SequenceKv;
+  private readonly decoder: SpeculativeDecoder;
   private readonly output: SequenceOutput;
-  private readonly sampler: Sampler;
-  private readonly mode: SamplingMode;
   /** Chunks produced and not yet read. */
   private readonly unread: GeneratedToken[] = [];
   private wake: (() => void) | null = null;
@@ -30,22 +34,29 @@ export class Sequence {
   /** The consumer stopped reading before the end. */
   private abandoned = false;
 
+  /** Throws a TachyonError ("argument") for speculation options that cannot work. */
   constructor(
     executor: ModelExecutor,
     tokenizer: Tokenizer,
     promptIds: readonly number[],
-    settings: GenerationSettings,
+    private readonly settings: GenerationSettings,
+    private readonly speculation: SpeculationOptions | undefined,
     private readonly signal: AbortSignal | undefined,
     /** A sibling with the same prompt (n > 1): this one starts once the leader's prompt is cached. */
     readonly leader: Sequence | null,
   ) {
-    this.tokens = [...promptIds];
     this.promptLength = promptIds.length;
-    this.kv = executor.newSequence();
-    this.sampler = new Sampler(settings.params, executor.config.vocabSize);
-    this.sampler.setPrompt(promptIds);
-    this.mode = samplingMode(settings, executor.backend);
+    this.kv = executor.newSequence(prefixFamily(speculation));
+    const sampler = new Sampler(settings.params, executor.config.vocabSize);
+    sampler.setPrompt(promptIds);
+    const spec = speculation ? createSpeculation(speculation, executor, tokenizer, this.kv) : null;
+    const mode = samplingMode(settings, executor.backend, spec !== null);
+    this.decoder = new SpeculativeDecoder(executor, this.kv, sampler, mode, promptIds, spec);
     this.output = new SequenceOutput(tokenizer, promptIds, settings);
+  }
+
+  get tokens(): readonly number[] {
+    return this.decoder.tokens;
   }
 
   get finished(): boolean {
@@ -66,23 +77,38 @@ export class Sequence {
     return this.kv.length >= this.promptLength;
   }
 
-  /** How the next token is chosen after a step whose rows for this sequence end at `computedTo`. */
-  choice(computedTo: number): TokenChoice {
-    if (computedTo < this.tokens.length) return { by: "none" };
-    if (this.mode === "argmax") return { by: "argmax" };
-    if (this.mode === "device")
-      return { by: "draw", draw: { params: this.sampler.params, ...this.sampler.deviceDraw() } };
-    return { by: "host" };
+  /** Tokens it would have the next step propose (0 unless it speculates and only its pending token is missing). */
+  get wantedProposals(): number {
+    return this.decoder.wantedProposals(this.settings.maxTokens - this.output.tokens.length);
   }
 
-  /** Takes the result of a step that computed every token: chooses, records and streams the next one. */
-  advance(result: ChoiceResult): void {
-    const token = result.token ?? this.sampler.sample(result.logits!);
-    this.sampler.accept(token);
-    this.tokens.push(token);
-    const out = this.output.push(token, result.logits);
-    if (out) this.emit(out);
+  /** Its part of a step computing its tokens up to `to`, with up to `maxProposals` proposals; once the batch is final. */
+  plan(to: number, maxProposals: number): PlannedStep {
+    return this.decoder.plan(to, maxProposals);
+  }
+
+  /**
+   * Takes the step's result: keeps the accepted tokens, names the cache's full blocks for reuse
+   * and streams the tokens, as far as the output goes on.
+   */
+  advance(result: ChoiceResult): StepOutcome {
+    const step = this.decoder.settle(result);
+    // Rolled back past rejected proposals, the cache holds this sequence's tokens alone.
+    this.kv.publishFullBlocks(this.tokens);
+    let generated = 0;
+    while (generated < step.tokens.length && !this.output.done) {
+      const out = this.output.push(step.tokens[generated], step.logits?.[generated]);
+      generated++;
+      if (out) this.emit(out);
+    }
     if (this.output.done) this.end(this.output.finishReason!);
+    return { generated, proposed: step.proposed, accepted: step.accepted };
+  }
+
+  /** Gives its KV blocks back to be recomputed later (tokens, sampler and output stay as they are). */
+  preempt(): void {
+    this.kv.free();
+    this.decoder.close();
   }
 
   /** Ends the stream normally (for `reason` unless a token already ended it) and frees the KV blocks. */
@@ -90,7 +116,10 @@ export class Sequence {
     if (this.outcome) return;
     const tail = this.output.finish(reason);
     if (tail) this.emit(tail);
-    this.settle({ result: this.output.result() });
+    const method = this.speculation?.method;
+    this.settle({
+      result: { ...this.output.result(), ...(method && { speculation: this.decoder.counter.stats(method) }) },
+    });
   }
 
   /** Ends the stream with an error (the consumer's next read throws it) and frees the KV blocks. */
@@ -119,6 +148,7 @@ export class Sequence {
   private settle(outcome: NonNullable<Sequence["outcome"]>): void {
     this.outcome = outcome;
     this.kv.free();
+    this.decoder.close();
     this.notify();
   }
 

@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { GeneratedToken, GenerationResult } from "../engine/generate.js";
+import type { GeneratedToken, GenerationResult, SpeculationOptions } from "../engine/generate.js";
 import { invalidField, toApiError } from "./api-error.js";
 import { parseCompletionRequest, type CompletionKind, type CompletionRequest } from "./completion-request.js";
 import { ChoiceLogprobs, ResponseFormat, type TokenLogprobs, type Usage } from "./completion-response.js";
@@ -27,6 +27,7 @@ export async function serveCompletion(
   const req = parseCompletionRequest(kind, request.body);
   const served = models.get(req.model);
   const prompts = promptIds(req, served);
+  const speculation = servedSpeculation(req, served);
 
   // Aborted when the client disconnects before the response is complete.
   const abort = new AbortController();
@@ -36,7 +37,9 @@ export async function serveCompletion(
   const streams: TokenStream[] = [];
   try {
     for (const ids of prompts) {
-      streams.push(...served.scheduler.submit(ids, { ...req.options, signal: abort.signal }, req.n));
+      streams.push(
+        ...served.scheduler.submit(ids, { ...req.options, speculation, signal: abort.signal }, req.n),
+      );
     }
   } catch (e) {
     abort.abort(); // choices of earlier prompts were already queued
@@ -54,11 +57,18 @@ export async function serveCompletion(
   const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
   metrics.promptTokens.inc({ model: served.name }, promptTokens);
   const usage = (results: GenerationResult[]): Usage => {
-    const completion = results.reduce((n, r) => n + r.completionTokens, 0);
+    const sum = (count: (r: GenerationResult) => number) => results.reduce((n, r) => n + count(r), 0);
+    const completion = sum((r) => r.completionTokens);
     return {
       prompt_tokens: promptTokens,
       completion_tokens: completion,
       total_tokens: promptTokens + completion,
+      ...(req.options.speculation && {
+        speculation: {
+          proposed_tokens: sum((r) => r.speculation!.proposedTokens),
+          accepted_tokens: sum((r) => r.speculation!.acceptedTokens),
+        },
+      }),
     };
   };
   const count = (reason: string) =>
@@ -179,6 +189,27 @@ function promptIds(req: CompletionRequest, served: ServedModel): number[][] {
     }
   }
   return prompts;
+}
+
+/**
+ * The request's speculation as the served model does it (with its draft model for "draft");
+ * speculation it cannot do is refused up front, naming the field.
+ */
+function servedSpeculation(req: CompletionRequest, served: ServedModel): SpeculationOptions | undefined {
+  const speculation = req.options.speculation;
+  const method = speculation?.method;
+  const refuse = (why: string) =>
+    invalidField(
+      "speculation.method",
+      `'${method}' speculation is not available for '${served.name}': ${why}.`,
+    );
+  if (method === "mtp" && served.model.config.numMtpModules === 0)
+    throw refuse(`the model has no MTP modules; use ngram${served.draft ? " or draft" : ""}`);
+  if (method === "draft") {
+    if (!served.draft) throw refuse("the server has no draft model for it (tachyon serve --draft-model DIR)");
+    return { ...speculation!, draft: served.draft };
+  }
+  return speculation;
 }
 
 /** Observes the time to a request's first token and the gaps between each choice's tokens. */

@@ -10,6 +10,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** tachyon's extension, only when the request asked for speculation: what its choices proposed and kept. */
+  speculation?: { proposed_tokens: number; accepted_tokens: number };
 }
 
 /** One choice's tokens with their logprobs, as a response reports them. */

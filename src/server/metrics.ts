@@ -111,8 +111,38 @@ export class ServerMetrics {
       "Sequences preempted for KV blocks (recomputed later), since start",
       (m) => stats(m).preemptions,
     );
-    // Speculative decoding reports here once the engine speculates; until then nothing is proposed.
-    perModel("tachyon_speculation_acceptance_ratio", "Share of proposed draft tokens accepted", () => 0);
+    perModel(
+      "tachyon_speculation_acceptance_ratio",
+      "Share of the tokens proposed by speculating requests that the model accepted, since start",
+      (m) => stats(m).acceptedTokens / (stats(m).proposedTokens || 1),
+    );
+    // Counts the schedulers keep, reported as counters by what they grew since the last scrape.
+    const perModelCounter = (name: string, help: string, value: (m: ServedModel) => number): void => {
+      const reported = new Map<string, number>();
+      new Counter({
+        name,
+        help,
+        labelNames: ["model"],
+        registers,
+        collect() {
+          for (const m of models.list()) {
+            const now = value(m);
+            this.inc({ model: m.name }, now - (reported.get(m.name) ?? 0));
+            reported.set(m.name, now);
+          }
+        },
+      });
+    };
+    perModelCounter(
+      "tachyon_speculation_proposed_tokens_total",
+      "Tokens proposed by speculating requests (n-gram, MTP or draft model)",
+      (m) => stats(m).proposedTokens,
+    );
+    perModelCounter(
+      "tachyon_speculation_accepted_tokens_total",
+      "Proposed tokens the model accepted",
+      (m) => stats(m).acceptedTokens,
+    );
 
     this.sampler = setInterval(() => {
       for (const m of models.list()) {

@@ -4,12 +4,15 @@
  */
 import type { LoadedModel } from "../engine/loaded-model.js";
 import { Scheduler, type SchedulerOptions } from "../engine/scheduler.js";
+import type { DraftModel } from "../engine/speculative/draft-model.js";
 import { ApiError } from "./api-error.js";
 
 export interface ServedModel {
   name: string;
   model: LoadedModel;
   scheduler: Scheduler;
+  /** The draft model for requests that speculate with method "draft" (same tokenizer), if loaded. */
+  draft?: DraftModel;
   /** Unix seconds when it was loaded, for /v1/models. */
   created: number;
 }
@@ -17,14 +20,18 @@ export interface ServedModel {
 export class ModelRegistry {
   private readonly models = new Map<string, ServedModel>();
 
-  constructor(models: { name: string; model: LoadedModel }[], options: SchedulerOptions = {}) {
+  constructor(
+    models: { name: string; model: LoadedModel; draft?: DraftModel }[],
+    options: SchedulerOptions = {},
+  ) {
     const created = Math.floor(Date.now() / 1000);
-    for (const { name, model } of models) {
+    for (const { name, model, draft } of models) {
       if (this.models.has(name)) throw new Error(`two models are named "${name}"`);
       this.models.set(name, {
         name,
         model,
         scheduler: new Scheduler(model.executor, model.tokenizer, options),
+        draft,
         created,
       });
     }

@@ -25,9 +25,16 @@ export function acceptGreedy(proposed: readonly number[], targetIds: ArrayLike<n
  * exactly as the target's: p is the target's distribution after the request's processing (the
  * Sampler's penalties, temperature, top-k/p, min-p), q the proposer's. Proposal x is accepted with
  * probability min(1, p(x) / q(x)); on rejection the token is drawn from normalize(max(0, p − q));
- * with all accepted, the bonus token is drawn from p. Greedy (temperature 0) reduces to comparing
- * with the penalised argmax. Each returned token is recorded in the sampler as it is decided,
- * since later rows' penalties depend on it. `p` and `residual` are vocabulary-sized scratch.
+ * with all accepted, the bonus token is drawn from p.
+ *
+ * A proposal without q (a point mass: copied or greedy tokens, every built-in proposer's) is
+ * verified by drawing the target's own token from p and comparing: accepted with probability
+ * p(x), as by the rule above, and the tokens are then exactly those plain sampling draws with the
+ * same seed, one random number each, however many tokens each step proposed. So a seeded request
+ * stays reproducible while the adaptive length and a batch's budget vary the proposals. Greedy
+ * (temperature 0) compares with the penalised argmax. Each returned token is recorded in the
+ * sampler as it is decided, since later rows' penalties depend on it. `p` and `residual` are
+ * vocabulary-sized scratch.
  */
 export function acceptSampled(
   sampler: Sampler,
@@ -40,19 +47,17 @@ export function acceptSampled(
   const greedy = sampler.params.temperature === 0;
   for (let j = 0; j < proposed.length; j++) {
     const x = proposed[j];
+    const q = proposal.probs?.[j];
     let next: number;
-    if (greedy) {
+    if (greedy || !q) {
       next = sampler.sample(row(j));
     } else {
       sampler.distribution(row(j), p);
-      const q = proposal.probs?.[j];
-      const qx = q ? q[x] : 1;
-      if (sampler.random() * qx < p[x]) {
+      if (sampler.random() * q[x] < p[x]) {
         next = x;
       } else {
         let mass = 0;
-        for (let t = 0; t < p.length; t++)
-          mass += residual[t] = Math.max(0, p[t] - (q ? q[t] : t === x ? 1 : 0));
+        for (let t = 0; t < p.length; t++) mass += residual[t] = Math.max(0, p[t] - q[t]);
         // p ≤ q everywhere means p = q, whose proposals are always accepted; rounding aside.
         next = sampler.drawFrom(mass > 0 ? residual : p);
       }

@@ -1,27 +1,27 @@
 /**
- * One sequence's decoding steps, speculative or not: feed what the target's cache lacks (the
- * pending token, or the prompt's last chunk) followed by proposed tokens, choose tokens from the
- * logits, keep the accepted ones and roll the cache back past the rest. Without a proposer this
- * is plain decoding, one token per step.
+ * One sequence's decoding steps, speculative or not, whoever runs the step (the one-sequence loop
+ * in generate.ts, or the scheduler among other sequences): `plan` says what the sequence feeds
+ * (what the target's cache lacks, then proposed tokens when that is only the pending token) and
+ * how its tokens are chosen; `settle` takes the step's result, keeps the accepted tokens, rolls
+ * the cache back past the rest and lets the proposer follow. Without a proposer it is plain
+ * decoding, one token per step.
  */
-import type { ModelExecutor } from "../executor.js";
+import type { ChoiceResult, Hidden, ModelExecutor, StepInput, TokenChoice } from "../executor.js";
 import type { SequenceKv } from "../kv-cache.js";
 import type { Sampler } from "../sampling.js";
+import type { SamplingMode } from "../sequence-output.js";
 import { acceptGreedy, acceptSampled, type Verdict } from "./acceptance.js";
 import type { SpeculationLength } from "./adaptive-length.js";
 import type { Proposal, Proposer } from "./proposer.js";
 import { SpeculationCounter } from "./stats.js";
 
-/**
- * Where tokens are chosen: "argmax" on the device (plain greedy), "device" by the backend's sampler
- * (no proposals then), "host" from logits read back (the Sampler, speculative sampling, logprobs).
- */
-export type DecodeMode = "argmax" | "device" | "host";
-
 /** Tokens one step produced; in host mode with the logits row each was chosen from. */
 export interface StepTokens {
   tokens: number[];
   logits?: Float32Array[];
+  /** Tokens the step proposed, and how many of them the target accepted. */
+  proposed: number;
+  accepted: number;
 }
 
 export interface Speculation {
@@ -29,18 +29,35 @@ export interface Speculation {
   length: SpeculationLength;
 }
 
+/** This sequence's part of a step: its input and how its tokens are chosen. */
+export interface PlannedStep {
+  input: StepInput;
+  choice: TokenChoice;
+}
+
+const noProposal: Proposal = { tokens: [] };
+
 export class SpeculativeDecoder {
   /** Prompt and every token chosen so far; the last one is not yet in the target's cache. */
   readonly tokens: number[];
   readonly counter = new SpeculationCounter();
   private p = new Float64Array(0);
   private residual = new Float64Array(0);
+  /** The step planned and not yet settled. */
+  private planned: {
+    start: number;
+    fed: number;
+    proposal: Proposal;
+    speculating: boolean;
+    t0: number;
+  } | null = null;
 
   constructor(
     private readonly executor: ModelExecutor,
     private readonly seq: SequenceKv,
     private readonly sampler: Sampler,
-    private readonly mode: DecodeMode,
+    /** A speculating sequence verifies by argmax or on the host ("device" draws one token). */
+    private readonly mode: SamplingMode,
     prompt: readonly number[],
     private readonly speculation: Speculation | null,
   ) {
@@ -49,42 +66,67 @@ export class SpeculativeDecoder {
 
   /** Feeds the tokens up to `end` (an early prompt chunk) without choosing any. */
   fill(end: number): void {
-    const start = this.seq.length;
-    this.executor.stepGreedy([{ seq: this.seq, tokens: this.tokens.slice(start, end) }]);
-    this.observe(start, end - start);
+    this.run(end, 0);
+  }
+
+  /** One step on its own: feeds what the cache lacks plus proposals; returns the 1 to `limit` tokens it produced. */
+  step(limit: number): StepTokens {
+    return this.run(this.tokens.length, this.wantedProposals(limit));
   }
 
   /**
-   * One step: feeds what the cache lacks plus proposals (when only the pending token is missing)
-   * and returns the 1 to `limit` tokens it produced, recorded in the sampler.
+   * How many tokens the next step should propose (the adaptive length's choice) when at most
+   * `limit` tokens may still be produced; 0 unless only the pending token is missing from the cache.
    */
-  step(limit: number): StepTokens {
-    const t0 = performance.now();
-    const seq = this.seq;
-    const start = seq.length;
-    const feed = this.tokens.slice(start);
-    const decoding = feed.length === 1;
-    const spec = decoding ? this.speculation : null;
-    const proposal = spec ? this.propose(spec, Math.min(spec.length.choose(), limit - 1)) : { tokens: [] };
-    const drafts = proposal.tokens;
-    const input = { seq, tokens: [...feed, ...drafts], allLogits: drafts.length > 0 };
+  wantedProposals(limit: number): number {
+    if (!this.speculation || this.seq.length !== this.tokens.length - 1) return 0;
+    return Math.min(this.speculation.length.choose(), limit - 1);
+  }
 
+  /**
+   * The next step's part for this sequence: its tokens from the cache's end up to `end`, then, when
+   * that is the pending token alone, up to `maxProposals` proposed tokens. Plan once the step is
+   * final: a device draw takes a word from the sequence's seeded stream.
+   */
+  plan(end: number, maxProposals: number): PlannedStep {
+    const start = this.seq.length;
+    const feed = this.tokens.slice(start, end);
+    const chooses = end === this.tokens.length;
+    const speculating = chooses && feed.length === 1 && this.speculation !== null;
+    const proposal = speculating ? this.propose(this.speculation!, maxProposals) : noProposal;
+    this.planned = { start, fed: feed.length, proposal, speculating, t0: performance.now() };
+    const drafts = proposal.tokens;
+    return {
+      input: { seq: this.seq, tokens: [...feed, ...drafts], allLogits: drafts.length > 0 },
+      choice: chooses ? this.choice() : { by: "none" },
+    };
+  }
+
+  /**
+   * Takes the result of the planned step: chooses the tokens (recorded in the sampler), keeps the
+   * accepted proposals, rolls the cache back past the rejected ones and lets the proposer follow.
+   * Returns the tokens produced (none after an early prompt chunk).
+   */
+  settle(result: ChoiceResult): StepTokens {
+    const { start, fed, proposal, speculating, t0 } = this.planned!;
+    this.planned = null;
+    if (start + fed < this.tokens.length) {
+      this.observe(start, fed, result.hidden);
+      return { tokens: [], proposed: 0, accepted: 0 };
+    }
+    const drafts = proposal.tokens;
     let verdict: Verdict;
     let rows: Float32Array[] | undefined;
-    if (this.mode === "argmax") {
-      verdict = acceptGreedy(drafts, this.executor.stepGreedy([input]));
+    if (result.tokens) {
+      // Chosen on the device: the argmax of every row, or one draw.
+      verdict = acceptGreedy(drafts, result.tokens);
       for (let j = 0; j < verdict.accepted; j++) this.sampler.accept(drafts[j]);
       this.sampler.accept(verdict.next);
-    } else if (this.mode === "device" && drafts.length === 0) {
-      const draw = { params: this.sampler.params, ...this.sampler.deviceDraw() };
-      const [next] = this.executor.stepSample([input], [draw]);
-      this.sampler.accept(next);
-      verdict = { accepted: 0, next };
     } else {
-      const [logits] = this.executor.step([input]);
       const V = this.executor.config.vocabSize;
+      const logits = result.logits!;
       const row = (j: number) => logits.subarray(j * V, (j + 1) * V);
-      if (this.p.length !== V && drafts.length > 0) {
+      if (this.p.length !== V && proposal.probs) {
         this.p = new Float64Array(V);
         this.residual = new Float64Array(V);
       }
@@ -94,23 +136,39 @@ export class SpeculativeDecoder {
 
     const produced = [...drafts.slice(0, verdict.accepted), verdict.next];
     this.tokens.push(...produced);
-    seq.truncate(start + feed.length + verdict.accepted);
-    this.observe(start, feed.length + verdict.accepted);
-    if (spec) {
+    this.seq.truncate(start + fed + verdict.accepted);
+    this.observe(start, fed + verdict.accepted, result.hidden);
+    if (speculating) {
       this.counter.record(drafts.length, verdict.accepted);
-      spec.length.record(drafts.length, verdict.accepted, performance.now() - t0);
+      this.speculation!.length.record(drafts.length, verdict.accepted, performance.now() - t0);
     }
-    return { tokens: produced, logits: rows };
+    return { tokens: produced, logits: rows, proposed: drafts.length, accepted: verdict.accepted };
   }
 
-  /** Releases what the proposer holds. */
+  /**
+   * Releases what the proposer holds. It starts afresh if used again, as after a preemption (the
+   * cache is recomputed, and a draft model's cache blocks are better back in its pool meanwhile).
+   */
   close(): void {
     this.speculation?.proposer.close?.();
   }
 
+  private run(end: number, maxProposals: number): StepTokens {
+    const { input, choice } = this.plan(end, maxProposals);
+    const [result] = this.executor.stepChoosing([input], [choice]);
+    return this.settle(result);
+  }
+
+  private choice(): TokenChoice {
+    if (this.mode === "argmax") return { by: "argmax" };
+    if (this.mode === "device")
+      return { by: "draw", draw: { params: this.sampler.params, ...this.sampler.deviceDraw() } };
+    return { by: "host" };
+  }
+
   /** Proposes up to k tokens, keeping only ids the target's vocabulary has. */
   private propose(spec: Speculation, k: number): Proposal {
-    if (k < 1) return { tokens: [] };
+    if (k < 1) return noProposal;
     const proposal = spec.proposer.propose(this.tokens, k);
     const V = this.executor.config.vocabSize;
     let n = Math.min(k, proposal.tokens.length);
@@ -120,8 +178,7 @@ export class SpeculativeDecoder {
   }
 
   /** Lets the proposer follow the target step whose rows [start, start + kept) were kept. */
-  private observe(start: number, kept: number): void {
-    const proposer = this.speculation?.proposer;
-    proposer?.observe?.(this.tokens, { start, kept, hidden: this.executor.lastHidden });
+  private observe(start: number, kept: number, hidden: Hidden): void {
+    this.speculation?.proposer.observe?.(this.tokens, { start, kept, hidden });
   }
 }

@@ -2,6 +2,7 @@
  * Proposals from a smaller draft model with the same tokenizer, run greedily with its own
  * executor and KV cache. Its cache follows the sequence: before each proposal it keeps the
  * longest prefix it shares with the sequence (rejected guesses drop out) and feeds the rest.
+ * Every sequence speculating with the same draft model draws from its executor's block pool.
  */
 import { TachyonError } from "../../errors.js";
 import type { Tokenizer } from "../../tokenizer/tokenizer.js";
@@ -57,6 +58,10 @@ export class DraftModelProposer implements Proposer {
     while (keep < limit && this.cached[keep] === tokens[keep]) keep++;
     this.seq.truncate(keep);
     this.cached.length = keep;
+    // Sequences batched by a server share the draft's cache: propose only what it can hold now.
+    const pool = this.draft.allocator;
+    while (k > 0 && this.seq.blocksNeeded(tokens.length + k - 1) > pool.freeBlocks) k--;
+    if (k < 1) return { tokens: [] };
 
     const out: number[] = [];
     let feed = tokens.slice(keep);

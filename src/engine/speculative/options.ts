@@ -76,3 +76,11 @@ export function createSpeculation(
     length: new SpeculationLength(Math.min(k, proposer.maxTokens), options.adaptive ?? true),
   };
 }
+
+/**
+ * The prefix-cache family of a sequence speculating this way. Cached blocks hold the MTP modules'
+ * cache layers only where a sequence ran them, so MTP sequences share blocks among themselves.
+ */
+export function prefixFamily(options: SpeculationOptions | undefined): string {
+  return options?.method === "mtp" ? "mtp" : "";
+}
