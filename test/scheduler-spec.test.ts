@@ -108,6 +108,23 @@ test("MTP with a fixed length: the proposals and verdicts in a batch are those o
   }
 });
 
+test("the prefix cache holds only kept tokens: a prompt continuing a speculated output reuses them exactly", async () => {
+  const scheduler = new Scheduler(tiny.executor, tiny.tokenizer);
+  const prompt = encode("import numpy as np\n\n\ndef mean(values):\n    ");
+  const options = { ...greedy, maxTokens: 40, speculation: mtp };
+  const [first] = await Promise.all([
+    resultOf(scheduler.submit(prompt, options)[0]),
+    resultOf(scheduler.submit(prompts[1], options)[0]),
+  ]);
+  assert.ok(first.speculation!.proposedTokens > first.speculation!.acceptedTokens, "some were rejected");
+  // The next turn: the first output and more; its blocks come from what the first one published.
+  const next = [...prompt, ...first.tokens, ...encode("\n\ndef median(values):\n")];
+  const cached = scheduler.stats().cachedTokens;
+  const reused = await resultOf(scheduler.submit(next, { ...greedy, speculation: mtp })[0]);
+  assert.ok(scheduler.stats().cachedTokens - cached > prompt.length, "blocks of the output were reused");
+  assert.deepEqual(reused.tokens, (await tiny.complete(next, greedy)).tokens);
+});
+
 test("a small budget proposes less, never more than it holds, and starves no decode row", async () => {
   const requests = prompts.map((prompt, i) => ({
     prompt,

@@ -56,7 +56,8 @@ Serve options (and --device, --max-context, --gpu-memory-fraction as above):
   --host H  --port N       where to listen (default 127.0.0.1:8000; port 0 picks a free one)
   --api-key KEY            require "Authorization: Bearer KEY" on /v1 routes; repeatable
   --kv-cache-tokens N      KV-cache token slots per model, shared by all requests (default 16384)
-  --max-batch-tokens N     tokens per batched step: decode rows, then prompt chunks (default 256)
+  --max-batch-tokens N     tokens per batched step: decode rows, prompt chunks, then speculation's
+                           proposed tokens (default 256)
   --max-running N          sequences generated at once (default 64)
   --max-queue N            sequences waiting before requests get 429 (default 256)
   --max-body-bytes N       largest request body (default 4194304)

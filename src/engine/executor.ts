@@ -203,7 +203,11 @@ export class ModelExecutor {
       const slice = b.sliceRows(logits, row, total);
       row += total;
       let at = 0;
-      const spans = members.map((i, j) => ({ i, from: (at += counts[j]) - counts[j], to: at }));
+      const spans = members.map((i, j) => {
+        const from = at;
+        at += counts[j];
+        return { i, from, to: at };
+      });
       return { spans, slice, empty: total === 0 };
     };
     const argmax = group("argmax");

@@ -6,10 +6,10 @@
  */
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { prefillChunk, type ModelExecutor } from "./executor.js";
-import { Sampler, type SamplingParams } from "./sampling.js";
-import { generationSettings, samplingMode, SequenceOutput } from "./sequence-output.js";
+import type { SamplingParams } from "./sampling.js";
+import { generationSettings, SequenceOutput } from "./sequence-output.js";
 import { SpeculativeDecoder, type StepTokens } from "./speculative/decoder.js";
-import { createSpeculation, type SpeculationOptions } from "./speculative/options.js";
+import type { SpeculationOptions } from "./speculative/options.js";
 import type { SpeculationStats } from "./speculative/stats.js";
 
 export type { SpeculationOptions, SpeculationStats };
@@ -72,17 +72,17 @@ export async function* generateTokens(
   options: GenerateOptions = {},
 ): AsyncGenerator<GeneratedToken, GenerationResult> {
   const settings = generationSettings(executor, promptIds, options);
-  const { params, maxTokens } = settings;
-  const sampler = new Sampler(params, executor.config.vocabSize);
-  sampler.setPrompt(promptIds);
+  const { maxTokens } = settings;
   const output = new SequenceOutput(tokenizer, promptIds, settings);
   const seq = executor.newSequence();
-
-  const speculation = options.speculation
-    ? createSpeculation(options.speculation, executor, tokenizer, seq)
-    : null;
-  const mode = samplingMode(settings, executor.backend, speculation !== null);
-  const decoder = new SpeculativeDecoder(executor, seq, sampler, mode, promptIds, speculation);
+  const decoder = SpeculativeDecoder.start(
+    executor,
+    tokenizer,
+    seq,
+    promptIds,
+    settings,
+    options.speculation,
+  );
   try {
     for (let end = prefillChunk; end < promptIds.length; end += prefillChunk) {
       decoder.fill(end); // earlier chunks only fill the cache
@@ -114,6 +114,6 @@ export async function* generateTokens(
   }
   return {
     ...output.result(),
-    ...(speculation && { speculation: decoder.counter.stats(options.speculation!.method) }),
+    ...(options.speculation && { speculation: decoder.counter.stats(options.speculation.method) }),
   };
 }

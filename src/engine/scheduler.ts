@@ -20,7 +20,7 @@ import { generationSettings, type GenerationSettings } from "./sequence-output.j
 import type { PlannedStep } from "./speculative/decoder.js";
 
 export interface SchedulerOptions {
-  /** Most tokens (rows) one step computes: decode rows first, prompt chunks fill the rest. */
+  /** Most tokens (rows) one step computes: decode rows first, prompt chunks, then proposals fill the rest. */
   maxBatchTokens?: number;
   /** Most sequences running at once. */
   maxRunning?: number;

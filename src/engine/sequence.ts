@@ -9,10 +9,9 @@ import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import type { ChoiceResult, ModelExecutor } from "./executor.js";
 import type { FinishReason, GeneratedToken, GenerationResult, SpeculationOptions } from "./generate.js";
 import type { SequenceKv } from "./kv-cache.js";
-import { Sampler } from "./sampling.js";
-import { samplingMode, SequenceOutput, type GenerationSettings } from "./sequence-output.js";
+import { SequenceOutput, type GenerationSettings } from "./sequence-output.js";
 import { SpeculativeDecoder, type PlannedStep } from "./speculative/decoder.js";
-import { createSpeculation, prefixFamily } from "./speculative/options.js";
+import { prefixFamily } from "./speculative/options.js";
 
 /** What one step did for a sequence, for the scheduler's counts. */
 export interface StepOutcome {
@@ -47,11 +46,7 @@ export class Sequence {
   ) {
     this.promptLength = promptIds.length;
     this.kv = executor.newSequence(prefixFamily(speculation));
-    const sampler = new Sampler(settings.params, executor.config.vocabSize);
-    sampler.setPrompt(promptIds);
-    const spec = speculation ? createSpeculation(speculation, executor, tokenizer, this.kv) : null;
-    const mode = samplingMode(settings, executor.backend, spec !== null);
-    this.decoder = new SpeculativeDecoder(executor, this.kv, sampler, mode, promptIds, spec);
+    this.decoder = SpeculativeDecoder.start(executor, tokenizer, this.kv, promptIds, settings, speculation);
     this.output = new SequenceOutput(tokenizer, promptIds, settings);
   }
 

@@ -6,12 +6,14 @@
  * the cache back past the rest and lets the proposer follow. Without a proposer it is plain
  * decoding, one token per step.
  */
+import type { Tokenizer } from "../../tokenizer/tokenizer.js";
 import type { ChoiceResult, Hidden, ModelExecutor, StepInput, TokenChoice } from "../executor.js";
 import type { SequenceKv } from "../kv-cache.js";
-import type { Sampler } from "../sampling.js";
-import type { SamplingMode } from "../sequence-output.js";
+import { Sampler } from "../sampling.js";
+import { samplingMode, type GenerationSettings, type SamplingMode } from "../sequence-output.js";
 import { acceptGreedy, acceptSampled, type Verdict } from "./acceptance.js";
 import type { SpeculationLength } from "./adaptive-length.js";
+import { createSpeculation, type SpeculationOptions } from "./options.js";
 import type { Proposal, Proposer } from "./proposer.js";
 import { SpeculationCounter } from "./stats.js";
 
@@ -62,6 +64,25 @@ export class SpeculativeDecoder {
     private readonly speculation: Speculation | null,
   ) {
     this.tokens = [...prompt];
+  }
+
+  /**
+   * The decoder of a new generation in `seq`: its sampler, its proposer when it speculates, and
+   * where its tokens are chosen. Throws a TachyonError for speculation options that cannot work.
+   */
+  static start(
+    executor: ModelExecutor,
+    tokenizer: Tokenizer,
+    seq: SequenceKv,
+    prompt: readonly number[],
+    settings: GenerationSettings,
+    options: SpeculationOptions | undefined,
+  ): SpeculativeDecoder {
+    const sampler = new Sampler(settings.params, executor.config.vocabSize);
+    sampler.setPrompt(prompt);
+    const speculation = options ? createSpeculation(options, executor, tokenizer, seq) : null;
+    const mode = samplingMode(settings, executor.backend, speculation !== null);
+    return new SpeculativeDecoder(executor, seq, sampler, mode, prompt, speculation);
   }
 
   /** Feeds the tokens up to `end` (an early prompt chunk) without choosing any. */

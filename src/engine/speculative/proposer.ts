@@ -34,6 +34,9 @@ export interface Proposer {
   propose(tokens: readonly number[], k: number): Proposal;
   /** Called after each target step, before anything else runs: `tokens` is the sequence as now known. */
   observe?(tokens: readonly number[], step: TargetStep): void;
-  /** Releases what it holds (a draft model's cache blocks). */
+  /**
+   * Releases what it holds (a draft model's cache blocks): when its sequence ends, and when the
+   * scheduler preempts it, after which it is used again and starts afresh.
+   */
   close?(): void;
 }
