@@ -8,39 +8,23 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
-import { CpuBackend } from "../src/backends/cpu/cpu-backend.js";
-import { Checkpoint } from "../src/model/checkpoint.js";
-import { loadConfig } from "../src/model/config.js";
 import { toFloat32 } from "../src/model/dtype.js";
-import { loadWeights } from "../src/model/weights.js";
 import { dequantize } from "../src/quant/dequantize.js";
 import { quantizeFp8 } from "../src/quant/fp8.js";
 import { fp8Tensors } from "../src/quant/formats/fp8-block.js";
-import type { QuantizedWeight } from "../src/quant/quantized-weight.js";
-import { copyModel, editConfig, editTensors, folderLogits, relativeError } from "./quant-helpers.js";
+import {
+  copyModel,
+  editConfig,
+  editTensors,
+  folderLogits,
+  loadedQuantized,
+  relativeError,
+} from "./quant-helpers.js";
 import { fixturesDir, repoRoot } from "./paths.js";
 
 const quantized = path.join(fixturesDir, "quantized");
 const source = path.join(fixturesDir, "models", "qwen3");
 const tokens = [1, 40, 7, 300, 12, 99, 5, 250, 61, 8];
-
-/** Every quantized weight a folder's loading hands to the backend, by name. */
-function loadedQuantized(dir: string): Map<string, QuantizedWeight> {
-  const got = new Map<string, QuantizedWeight>();
-  const backend = new (class extends CpuBackend {
-    override quantizedWeight(name: string, w: QuantizedWeight) {
-      got.set(name, w);
-      return super.quantizedWeight(name, w);
-    }
-  })();
-  const ckpt = Checkpoint.open(dir);
-  try {
-    loadWeights(backend, loadConfig(dir), ckpt, dir);
-  } finally {
-    ckpt.close();
-  }
-  return got;
-}
 
 test("GPTQ v1, GPTQ v2, GPTQ desc_act and AWQ packings load to exactly the tachyon-format weights", () => {
   const reference = folderLogits(path.join(quantized, "tachyon-int4"), tokens);

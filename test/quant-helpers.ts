@@ -6,6 +6,7 @@ import { CpuBackend } from "../src/backends/cpu/cpu-backend.js";
 import { ModelExecutor } from "../src/engine/executor.js";
 import { Checkpoint } from "../src/model/checkpoint.js";
 import { loadConfig } from "../src/model/config.js";
+import type { QuantizedWeight } from "../src/quant/quantized-weight.js";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/model/safetensors.js";
 import { loadWeights } from "../src/model/weights.js";
 import { seededRandom } from "./random.js";
@@ -78,4 +79,22 @@ export function editConfig(dir: string, edit: (c: Record<string, unknown>) => vo
   const c = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
   edit(c);
   fs.writeFileSync(file, JSON.stringify(c));
+}
+
+/** Every quantized weight a folder's loading hands to the backend, by name. */
+export function loadedQuantized(dir: string): Map<string, QuantizedWeight> {
+  const got = new Map<string, QuantizedWeight>();
+  const backend = new (class extends CpuBackend {
+    override quantizedWeight(name: string, w: QuantizedWeight) {
+      got.set(name, w);
+      return super.quantizedWeight(name, w);
+    }
+  })();
+  const ckpt = Checkpoint.open(dir);
+  try {
+    loadWeights(backend, loadConfig(dir), ckpt, dir);
+  } finally {
+    ckpt.close();
+  }
+  return got;
 }

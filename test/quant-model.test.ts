@@ -7,17 +7,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { CpuBackend } from "../src/backends/cpu/cpu-backend.js";
 import { Checkpoint } from "../src/model/checkpoint.js";
-import { loadConfig } from "../src/model/config.js";
 import { writeRandomCheckpoint, type ModelShape } from "../src/model/random-checkpoint.js";
-import { loadWeights } from "../src/model/weights.js";
 import { dequantize } from "../src/quant/dequantize.js";
 import { quantizeModel, type QuantizeRequest } from "../src/quant/quantize-model.js";
-import type { QuantizedWeight } from "../src/quant/quantized-weight.js";
 import { quantizeRtn } from "../src/quant/rtn.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
-import { folderLogits, freshSeed, relativeError, tempDir } from "./quant-helpers.js";
+import { folderLogits, freshSeed, loadedQuantized, relativeError, tempDir } from "./quant-helpers.js";
 import { fixturesDir, repoRoot } from "./paths.js";
 
 const mtpShape: ModelShape = {
@@ -41,24 +37,6 @@ async function quantized(
   const out = path.join(tempDir("quantized"), "out");
   const summary = await quantizeModel(src, out, { method: "rtn", ...req });
   return { out, summary };
-}
-
-/** Quantized weights handed to the backend while loading `dir`, by name. */
-function loadedQuantized(dir: string): Map<string, QuantizedWeight> {
-  const got = new Map<string, QuantizedWeight>();
-  const backend = new (class extends CpuBackend {
-    override quantizedWeight(name: string, w: QuantizedWeight) {
-      got.set(name, w);
-      return super.quantizedWeight(name, w);
-    }
-  })();
-  const ckpt = Checkpoint.open(dir);
-  try {
-    loadWeights(backend, loadConfig(dir), ckpt, dir);
-  } finally {
-    ckpt.close();
-  }
-  return got;
 }
 
 for (const [scheme, groupSize] of [
