@@ -40,10 +40,9 @@
 // Shared-memory address of p in the cluster's block `rank`, read as a float.
 __device__ __forceinline__ float load_cluster(const float* p, u32 rank) {
 #if __CUDA_ARCH__ >= 900
-  u32 local, remote;
+  u32 remote;
   float v;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(local) : "l"(p));
-  asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared_addr(p)), "r"(rank));
   asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote));
   return v;
 #else

@@ -51,6 +51,13 @@ __device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float inv
   b = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
 }
 
+// The shared-memory address (state space offset) of a generic pointer into shared memory.
+__device__ __forceinline__ u32 shared_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -18,11 +18,9 @@
 
 // Four 8×8 bf16 matrices from shared memory, transposed: lanes 8i..8i+7 give matrix i's row addresses.
 __device__ __forceinline__ void ldmatrix_x4_trans(u32 (&r)[4], const bf16_t* row) {
-  u32 addr;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
+               : "r"(shared_addr(row)));
 }
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {

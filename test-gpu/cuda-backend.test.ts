@@ -179,6 +179,31 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16) and the dequantize + ten
   }
 });
 
+test("quantized GEMV over long rows (a partial last segment) and many row pairs per warp", () => {
+  // 2500 rows: more row pairs than one warp per pair on any GPU of up to 160 multiprocessors, so
+  // warps take several; 1536 columns: int4's 48 chunks a row fill one 32-chunk segment and part
+  // of a second.
+  for (const [scheme, group] of [
+    ["int4", 128],
+    ["int4", 32],
+    ["int8", 64],
+    ["fp8", 128],
+    ["int2", 32],
+  ] as [QuantScheme, number][]) {
+    const w = quantized(scheme, 2500, 1536, group);
+    const [wc, wg] = [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
+    const u = quantized(scheme, 2500, 1536, group);
+    const [uc, ug] = [cpu.quantizedWeight("u", u), gpu.quantizedWeight("u", u)];
+    for (const M of [1, 4]) {
+      fresh();
+      const [xc, xg] = activation(M, 1536);
+      const tol = scheme === "fp8" ? 3e-3 : 1.5e-2;
+      compare(`linear ${scheme} g${group} M=${M}`, cpu.linear(xc, wc), gpu.linear(xg, wg), tol);
+      compare(`gateUp ${scheme} g${group} M=${M}`, cpu.gateUp(xc, wc, uc), gpu.gateUp(xg, wg, ug), tol);
+    }
+  }
+});
+
 test("a quantized weight the kernels cannot read is refused with what to do", () => {
   assert.throws(() => gpu.quantizedWeight("w", quantized("int4", 8, 48, 48)), /multiple of 32.*--device cpu/);
 });
