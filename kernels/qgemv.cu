@@ -5,10 +5,11 @@
 // Integer schemes multiply on the integer units: x is first rounded to int8 per block of 32
 // (quantize_x in elementwise.cu: a scale and the block's float sum), and dp4a adds four code·x
 // products per instruction. The host reorders int4 and int2 codes inside each 32-bit word so that
-// one mask (and shift) puts four consecutive k in the four bytes: a word of int4 codes costs two
-// LOP3s, one shift and two dp4a for 8 weights. Per block: w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
+// one mask (and shift) puts four consecutive k in the four bytes, centred (code_quad): a word of
+// int4 codes costs two LOP3s, one shift and two dp4a for 8 weights. Per block:
+// w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
 //
-// fp8 uses half arithmetic: codes become half by moving bits (value / 256), x is rounded to half
+// fp8 uses half arithmetic: codes become half by the hardware conversion (value / 256), x is rounded to half
 // per chunk once for all the rows a warp handles, products are summed in half2 over one chunk of
 // 16, then scaled and added in float32.
 //
@@ -33,12 +34,16 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #define CHUNK_K 16
 #endif
 #define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
-// Chunks per row each lane keeps in flight (measured on the H100: 1 for 32-weight chunks, whose
-// decoding takes longer, 2 for 16-weight chunks; scripts/gpu-tune-qgemv.sh).
+// Chunks per row each lane keeps in flight (measured on the H100: 1 beats 2 and 4, whose
+// registers cost more occupancy than the extra loads bring; scripts/gpu-tune-qgemv.sh).
 #ifndef QDEPTH
-#define QDEPTH (CHUNK_K == 32 ? 1 : 2)
+#define QDEPTH 1
 #endif
-
+// Blocks per multiprocessor the register allocation must allow (__launch_bounds__): 3 measured
+// best for int8 and fp8 and for steps of 16 rows, level for int4 (scripts/gpu-tune-qgemv.sh).
+#ifndef QMINBLOCKS
+#define QMINBLOCKS 3
+#endif
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
   u32 r;
   asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
@@ -72,33 +77,45 @@ __device__ __forceinline__ u32 word(const chunk_t& c, int i) { return reinterpre
 
 // Codes are centred before the products (int4: q - 8, int2: q - 2; the offset takes the rest): an
 // error in x's rounding then scales with the code's distance from the middle, not with the code.
+// Centring is free: a code moved into the top bits of its byte with its top bit flipped reads, as
+// a signed byte, as DOT_SCALE · (code - CENTRE) (two's complement), so one LOP3 decodes four codes
+// and the products carry a constant factor that the scale takes back.
 #define CENTRE (QFMT == 1 ? 8 : QFMT == 2 ? 2 : 0)
+#define DOT_SCALE (QFMT == 1 ? 16 : QFMT == 2 ? 64 : 1)
 
-// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, centred, from the
-// host's order.
+// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, DOT_SCALE · (code -
+// CENTRE), from the host's order.
 __device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
 #if QFMT == 0
   return (int)word(c, q);  // int8: bytes in k order
 #elif QFMT == 1
   // int4 word i holds k = 8i + b in the low nibble of byte b and k = 8i + 4 + b in the high one.
   const u32 w = word(c, q >> 1);
-  return (int)__vsub4((q & 1 ? w >> 4 : w) & 0x0F0F0F0Fu, 0x08080808u);
+  return (int)(((q & 1 ? w : w << 4) & 0xF0F0F0F0u) ^ 0x80808080u);
 #elif QFMT == 2
   // int2 word i holds k = 16i + 4s + b in bits 2s..2s+1 of byte b.
-  return (int)__vsub4((word(c, q >> 2) >> (2 * (q & 3))) & 0x03030303u, 0x02020202u);
+  return (int)(((word(c, q >> 2) << (6 - 2 * (q & 3))) & 0xC0C0C0C0u) ^ 0x80808080u);
 #else
   return 0;
 #endif
 }
 
-// fp8 e4m3 codes 2j, 2j + 1 of a word as half2: sign and magnitude bits moved into half's places,
-// which reads as value / 256 (exact, subnormals included).
+// fp8 e4m3 codes 2j, 2j + 1 of a word as half2, times 1/256 (exact, as the smallest subnormal
+// stays representable): products with x then stay far from half's range. Ada and Hopper convert
+// in hardware; before them, sign and magnitude bits moved into half's places read as value / 256.
 __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
+#if __CUDA_ARCH__ >= 890
+  u32 h;
+  const unsigned short p = j == 0 ? (unsigned short)(w & 0xffff) : (unsigned short)(w >> 16);
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(p));
+  return hfma2(h, 0x1C001C00u, 0u);  // 0x1C00 = 2^-8 in half
+#else
   const u32 t = __byte_perm(w, 0u, j == 0 ? 0x4140 : 0x4342);  // bytes 2j, 2j+1 in each half's low byte
   return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
+#endif
 }
 
-// Scale and offset of the group holding chunk c of row r, for centred codes.
+// Scale and offset of the group holding chunk c of row r, for code_quad's (or fp8_pair's) values.
 __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
 #if QFMT == 3
   const int blocks_per_row = (K + 127) / 128;
@@ -107,7 +124,8 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
 #else
   const int groups = K / group;
   const float2 f = h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
-  return float2{f.x, f.y + CENTRE * f.x};  // w = (code - CENTRE) · s + (o + CENTRE · s)
+  // w = DOT_SCALE · (code - CENTRE) · s / DOT_SCALE + (o + CENTRE · s)
+  return float2{f.x * (1.0f / DOT_SCALE), f.y + CENTRE * f.x};
 #endif
 }
 
@@ -119,7 +137,55 @@ struct XRows {
   const float2* qs;
 };
 
+// acc[r][m] += (chunk c of row r) · x[m], the chunks w[r] with scales s[r].
+template <int M>
+__device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const float2 (&s)[ROWS], const XRows& x,
+                                               int K, int c, float (&acc)[ROWS][M]) {
+#pragma unroll
+  for (int m = 0; m < M; m++) {
+#if QFMT == 3
+    const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
+    u32 xh[CHUNK_K / 2];
+#pragma unroll
+    for (int i = 0; i < CHUNK_K / 4; i++) {
+      const float4 v = xv[i];
+      xh[2 * i] = f32x2_to_h2(v.x, v.y);
+      xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
+    }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+      u32 dot = 0u;
+#pragma unroll
+      for (int i = 0; i < CHUNK_WORDS; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(w[r], i), j), xh[2 * i + j], dot);
+      const float2 f = h2_to_f32x2(dot);
+      acc[r][m] += (f.x + f.y) * s[r].x;
+    }
+#else
+    const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
+    int xq[CHUNK_K / 4];
+#pragma unroll
+    for (int i = 0; i < CHUNK_K / 16; i++) {
+      const int4 v = xv[i];
+      xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
+    }
+    const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+      int dot = 0;
+#pragma unroll
+      for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(w[r], q), xq[q], dot);
+      acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
+    }
+#endif
+  }
+}
+
 // acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
+// A software pipeline QDEPTH chunks deep: each chunk's load (with its scale) is issued QDEPTH
+// chunks before its use, the first ones before pdl_wait() (weights are never written by earlier
+// kernels).
 template <int M>
 __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
                                           const XRows& x, int K, int group, int part, int split, bool valid,
@@ -127,67 +193,30 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
   const int first = lane + 32 * part, stride = 32 * split;
-  // QDEPTH chunks of each row in flight per lane; the first ones are loaded before pdl_wait().
   chunk_t pre[QDEPTH][ROWS];
+  float2 pre_s[QDEPTH][ROWS];
+  auto fetch = [&](int d, int c) {
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+      pre[d][r] = load_chunk(wr[r] + c);
+      pre_s[d][r] = group_scale(sc[r], row[r], c, K, group);
+    }
+  };
 #pragma unroll
   for (int d = 0; d < QDEPTH; d++)
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-      pre[d][r] = first + d * stride < chunks ? load_chunk(wr[r] + first + d * stride) : chunk_t{};
+    if (first + d * stride < chunks) fetch(d, first + d * stride);
   pdl_start();
   for (int c0 = first; c0 < chunks; c0 += QDEPTH * stride) {
 #pragma unroll
     for (int d = 0; d < QDEPTH; d++) {
       const int c = c0 + d * stride;
       if (c >= chunks) break;
-      chunk_t cur[ROWS];
-#pragma unroll
-      for (int r = 0; r < ROWS; r++) {
-        cur[r] = pre[d][r];
-        if (c + QDEPTH * stride < chunks) pre[d][r] = load_chunk(wr[r] + c + QDEPTH * stride);
-      }
+      chunk_t w[ROWS];
       float2 s[ROWS];
 #pragma unroll
-      for (int r = 0; r < ROWS; r++) s[r] = group_scale(sc[r], row[r], c, K, group);
-#pragma unroll
-      for (int m = 0; m < M; m++) {
-#if QFMT == 3
-        const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
-        u32 xh[CHUNK_K / 2];
-#pragma unroll
-        for (int i = 0; i < CHUNK_K / 4; i++) {
-          const float4 v = xv[i];
-          xh[2 * i] = f32x2_to_h2(v.x, v.y);
-          xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-          u32 dot = 0u;
-#pragma unroll
-          for (int i = 0; i < CHUNK_WORDS; i++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) dot = hfma2(fp8_pair(word(cur[r], i), j), xh[2 * i + j], dot);
-          const float2 f = h2_to_f32x2(dot);
-          acc[r][m] += (f.x + f.y) * s[r].x;
-        }
-#else
-        const int4* xv = reinterpret_cast<const int4*>(x.q + ((size_t)m * K + c * CHUNK_K) / 4);
-        int xq[CHUNK_K / 4];
-#pragma unroll
-        for (int i = 0; i < CHUNK_K / 16; i++) {
-          const int4 v = xv[i];
-          xq[4 * i] = v.x, xq[4 * i + 1] = v.y, xq[4 * i + 2] = v.z, xq[4 * i + 3] = v.w;
-        }
-        const float2 xs = x.qs[((size_t)m * K + c * CHUNK_K) / 32];
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-          int dot = 0;
-#pragma unroll
-          for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(cur[r], q), xq[q], dot);
-          acc[r][m] += (float)dot * xs.x * s[r].x + s[r].y * xs.y;
-        }
-#endif
-      }
+      for (int r = 0; r < ROWS; r++) w[r] = pre[d][r], s[r] = pre_s[d][r];
+      if (c + QDEPTH * stride < chunks) fetch(d, c + QDEPTH * stride);
+      chunk_products<M>(w, s, x, K, c, acc);
     }
   }
 #pragma unroll
@@ -309,11 +338,11 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
 }
 
 #define QGEMV(M)                                                                                          \
-  extern "C" __global__ void __launch_bounds__(256)                                                       \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                                       \
       qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, int K, int group, int split) { \
     qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                      \
   }                                                                                                       \
-  extern "C" __global__ void __launch_bounds__(256) qgate_up_m##M(                                        \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                                        \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,             \
       const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group, \
       int split) {                                                                                        \
