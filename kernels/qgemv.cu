@@ -9,9 +9,9 @@
 // int4 codes costs two LOP3s, one shift and two dp4a for 8 weights. Per block:
 // w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
 //
-// fp8 uses half arithmetic: codes become half by the hardware conversion (value / 256), x is rounded to half
-// per chunk once for all the rows a warp handles, products are summed in half2 over one chunk of
-// 16, then scaled and added in float32.
+// fp8 uses half arithmetic: codes become half (value / 256, fp8_pair), x is rounded to half per
+// chunk once for all the rows a warp handles, products are summed in half2 over one chunk of 16,
+// then scaled and added in float32.
 //
 // Weights keep the engine layout of src/quant/quantized-weight.ts otherwise. Scales: integer
 // schemes one half2 (scale, offset) per row and group; fp8 one float per 128×128 block.
@@ -337,16 +337,16 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
   }
 }
 
-#define QGEMV(M)                                                                                          \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                                       \
+#define QGEMV(M)                                                                                             \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                              \
       qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, int K, int group, int split) { \
-    qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                      \
-  }                                                                                                       \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                                        \
-      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,             \
-      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group, \
-      int split) {                                                                                        \
-    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs}, y, N, K, group, split);                        \
+    qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                         \
+  }                                                                                                          \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                               \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,                \
+      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group,    \
+      int split) {                                                                                           \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs}, y, N, K, group, split);                           \
   }
 QGEMV(1)
 QGEMV(2)

@@ -144,6 +144,12 @@ function quantized(scheme: QuantScheme, rows: number, cols: number, groupSize: n
   return { scheme, rows, cols, groupSize: group, groupRows: fp8 ? 128 : 1, codes, scales, offsets };
 }
 
+/** One random quantized weight, loaded on the CPU and on the GPU. */
+function quantizedOnBoth(scheme: QuantScheme, rows: number, cols: number, group: number): [Tensor, Tensor] {
+  const w = quantized(scheme, rows, cols, group);
+  return [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
+}
+
 test("quantized GEMV (fp8, int8, int4, int2; M = 1..16) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
   const cases: [QuantScheme, number][] = [
     ["fp8", 128],
@@ -155,10 +161,7 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16) and the dequantize + ten
     ["int2", 32],
   ];
   for (const [scheme, group] of cases) {
-    const both = (rows: number, cols: number): [Tensor, Tensor] => {
-      const w = quantized(scheme, rows, cols, group);
-      return [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
-    };
+    const both = (rows: number, cols: number) => quantizedOnBoth(scheme, rows, cols, group);
     const [wc, wg] = both(300, 256);
     const [kc, kg] = both(130, 256);
     const [uc, ug] = both(300, 256);
@@ -179,10 +182,9 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16) and the dequantize + ten
   }
 });
 
-test("quantized GEMV over long rows (a partial last segment) and many row pairs per warp", () => {
-  // 2500 rows: more row pairs than one warp per pair on any GPU of up to 160 multiprocessors, so
-  // warps take several; 1536 columns: int4's 48 chunks a row fill one 32-chunk segment and part
-  // of a second.
+test("quantized GEMV over long rows that the lanes do not cover evenly, rows split across warps", () => {
+  // 1536 columns: int4's 48 chunks a row leave some lanes a second chunk and others none; 2500
+  // rows: the q/k/v-style product splits each row pair over warps on an H100, gate·up does not.
   for (const [scheme, group] of [
     ["int4", 128],
     ["int4", 32],
@@ -190,10 +192,8 @@ test("quantized GEMV over long rows (a partial last segment) and many row pairs 
     ["fp8", 128],
     ["int2", 32],
   ] as [QuantScheme, number][]) {
-    const w = quantized(scheme, 2500, 1536, group);
-    const [wc, wg] = [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
-    const u = quantized(scheme, 2500, 1536, group);
-    const [uc, ug] = [cpu.quantizedWeight("u", u), gpu.quantizedWeight("u", u)];
+    const [wc, wg] = quantizedOnBoth(scheme, 2500, 1536, group);
+    const [uc, ug] = quantizedOnBoth(scheme, 2500, 1536, group);
     for (const M of [1, 4]) {
       fresh();
       const [xc, xg] = activation(M, 1536);
