@@ -18,14 +18,18 @@
 // cache, for later steps. With rotate == 0, q is already rotated and everything is cached
 // (rope_store ran first; for steps whose fresh keys do not fit in shared memory).
 //
-// Within a block the range is cut into one contiguous part per warp; a warp takes 32 positions at
-// a time: for q·k each lane owns one position (its key row read with independent 16-byte loads),
-// then the softmax weights are broadcast and, for p·v, lanes own head dimensions (value rows read
-// coalesced, VALUE_BATCH rows in flight). HEAD_DIM and GROUP are compile-time constants.
+// Within a block the range is cut into one contiguous part per warp; a warp takes BATCH positions
+// at a time with lanes owning head dimensions (keys and values read as coalesced rows, all of a
+// batch in flight at once), sums its q·k products across lanes in one reduce-scatter, and keeps
+// the online softmax per head. HEAD_DIM and GROUP are compile-time constants.
 
 #define PER_LANE ((HEAD_DIM + 31) / 32)
 #define WARPS 8
-#define VALUE_BATCH 8
+// GROUP rounded up to a power of two; positions per batch; (head, position) values per batch.
+#define GROUP_P2 (GROUP <= 1 ? 1 : GROUP <= 2 ? 2 : GROUP <= 4 ? 4 : GROUP <= 8 ? 8 : GROUP <= 16 ? 16 : 32)
+#define BATCH (32 / GROUP_P2 < 8 ? 32 / GROUP_P2 : 8)
+#define VALUES (GROUP_P2 * BATCH)
+static_assert(GROUP <= 32, "attention_decode serves at most 32 query heads per kv head");
 #define HALF (HEAD_DIM / 2)
 // Fresh keys a block holds rotated in shared memory (set by the host, which routes steps with
 // longer runs through rope_store; 28 KB of keys keeps the kernel within 48 KB for GROUP <= 16).
@@ -60,12 +64,26 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
+// One level of a warp's reduce-scatter of part[0 .. 2O): lanes with bit O set keep the upper half,
+// the others the lower, each adding its partner's copy; then the next level on part[0 .. O). After
+// the last, lane L holds the warp's sum of value L % (2 × the first O).
+template <int O>
+__device__ __forceinline__ void reduce_scatter(float* part, int lane) {
+  const bool upper = lane & O;
+#pragma unroll
+  for (int x = 0; x < O; x++) {
+    const float keep = upper ? part[x + O] : part[x], give = upper ? part[x] : part[x + O];
+    part[x] = keep + __shfl_xor_sync(0xffffffffu, give, O);
+  }
+  if constexpr (O > 1) reduce_scatter<O / 2>(part, lane);
+}
+
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     float* __restrict__ kcache, float* __restrict__ vcache, const int* __restrict__ positions,
     const int* __restrict__ fresh_from, const int* __restrict__ slots, const int* __restrict__ block_tables,
     const float* __restrict__ inv_freq, float* __restrict__ out, signed char* __restrict__ out_q,
-    float2* __restrict__ out_qs, int num_kv_heads, int max_blocks, int block_size, int window, float scale,
+    float2* __restrict__ out_qs, unsigned short* __restrict__ out_h, int num_kv_heads, int max_blocks, int block_size, int window, float scale,
     int rotate) {
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -135,80 +153,87 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
   }
   __syncthreads();
 
-  float m[GROUP], l[GROUP], acc[GROUP][PER_LANE];
+  // Each warp walks its positions BATCH at a time with lanes owning head dimensions (lane + 32i),
+  // so a warp with only a few positions (decode at short context gives each of the 64 warps of a
+  // kv head about n / 64) does one batch of work, not a full 32-position tile. A batch's GROUP ×
+  // BATCH dot products are summed across the warp in one reduce-scatter: lane L ends with value
+  // L % VALUES, i.e. head g = (L % VALUES) / BATCH at position b = L % BATCH, and keeps that head's
+  // running max and sum (m, l); the head's weights reach the other lanes by shuffles for p·v.
+  float qr[GROUP][PER_LANE], acc[GROUP][PER_LANE];
 #pragma unroll
-  for (int g = 0; g < GROUP; g++) {
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
+  for (int g = 0; g < GROUP; g++)
 #pragma unroll
-    for (int i = 0; i < PER_LANE; i++) acc[g][i] = 0.0f;
-  }
-
-  for (int tile = warp_begin; tile < warp_end; tile += 32) {
-    const int j = tile + lane;
-    const bool valid = j < warp_end;
-    // Where this lane's key and value are: the cache, or (fresh) shared memory and the step's v.
-    const float* key = sk[0];
-    const float* value = v;
-    if (valid && j >= fresh) {
-      key = sk[j - fresh_begin];
-      value = v + (size_t)(row - (pos - j)) * kv_stride + (size_t)kv_head * HEAD_DIM;
-    } else if (valid) {
-      const size_t at = (size_t)(table[j / block_size] * block_size + j % block_size) * kv_stride +
-                        (size_t)kv_head * HEAD_DIM;
-      key = kcache + at;
-      value = vcache + at;
+    for (int i = 0; i < PER_LANE; i++) {
+      qr[g][i] = lane + 32 * i < HEAD_DIM ? sq[g][lane + 32 * i] : 0.0f;
+      acc[g][i] = 0.0f;
     }
-    // q·k for this lane's position and every head of the group.
-    float s[GROUP];
+  const int my_b = lane % BATCH, my_g = (lane % VALUES) / BATCH;
+  float m = -INFINITY, l = 0.0f;
+
+  for (int j0 = warp_begin; j0 < warp_end; j0 += BATCH) {
+    // This batch's keys and values for this lane's dimensions, all loads issued before any use.
+    float kd[BATCH][PER_LANE], vd[BATCH][PER_LANE];
 #pragma unroll
-    for (int g = 0; g < GROUP; g++) s[g] = 0.0f;
-    if (valid) {
-      const float4* kr = reinterpret_cast<const float4*>(key);
+    for (int b = 0; b < BATCH; b++) {
+      const int j = j0 + b;
+      const float* key = nullptr;
+      const float* value = nullptr;
+      if (j < warp_end && j >= fresh) {
+        key = sk[j - fresh_begin];
+        value = v + (size_t)(row - (pos - j)) * kv_stride + (size_t)kv_head * HEAD_DIM;
+      } else if (j < warp_end) {
+        const size_t at = (size_t)(table[j / block_size] * block_size + j % block_size) * kv_stride +
+                          (size_t)kv_head * HEAD_DIM;
+        key = kcache + at;
+        value = vcache + at;
+      }
 #pragma unroll
-      for (int d4 = 0; d4 < HEAD_DIM / 4; d4++) {
-        const float4 k4 = kr[d4];
-#pragma unroll
-        for (int g = 0; g < GROUP; g++)
-          s[g] += sq[g][4 * d4] * k4.x + sq[g][4 * d4 + 1] * k4.y + sq[g][4 * d4 + 2] * k4.z + sq[g][4 * d4 + 3] * k4.w;
+      for (int i = 0; i < PER_LANE; i++) {
+        const bool in = key != nullptr && lane + 32 * i < HEAD_DIM;
+        kd[b][i] = in ? key[lane + 32 * i] : 0.0f;
+        vd[b][i] = in ? value[lane + 32 * i] : 0.0f;
       }
     }
-    // Online softmax over the tile, per head.
-    float p[GROUP];
+    // Partial q·k of every (head, position), then the reduce-scatter across the warp.
+    float part[VALUES];
+#pragma unroll
+    for (int x = 0; x < VALUES; x++) {
+      const int g = x / BATCH, b = x % BATCH;
+      float t = 0.0f;
+      if (g < GROUP) {
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) t += qr[g][i] * kd[b][i];
+      }
+      part[x] = t;
+    }
+    reduce_scatter<VALUES / 2>(part, lane);
+    float score = part[0];
+#pragma unroll
+    for (int o = VALUES; o < 32; o <<= 1) score += __shfl_xor_sync(0xffffffffu, score, o);
+    // Online softmax of this lane's head over the batch (lanes of one head differ in the low bits).
+    const bool valid = my_g < GROUP && j0 + my_b < warp_end;
+    float tile_max = valid ? score : -INFINITY;
+#pragma unroll
+    for (int o = 1; o < BATCH; o <<= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+    const float m_new = fmaxf(m, tile_max);
+    const float correction = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+    const float p = valid ? expf(score - m_new) : 0.0f;
+    float tile_sum = p;
+#pragma unroll
+    for (int o = 1; o < BATCH; o <<= 1) tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, o);
+    l = l * correction + tile_sum;
+    m = m_new;
+    // p·v for this lane's dimensions of every head.
 #pragma unroll
     for (int g = 0; g < GROUP; g++) {
-      const float tile_max = warp_max(valid ? s[g] : -INFINITY);
-      const float m_new = fmaxf(m[g], tile_max);
-      const float correction = expf(m[g] - m_new);
-      p[g] = valid ? expf(s[g] - m_new) : 0.0f;
-      l[g] = l[g] * correction + warp_sum(p[g]);
+      const float c = __shfl_sync(0xffffffffu, correction, g * BATCH);
 #pragma unroll
-      for (int i = 0; i < PER_LANE; i++) acc[g][i] *= correction;
-      m[g] = m_new;
-    }
-    // p·v: lanes own dimensions; position t's weight and value row are broadcast from lane t.
-    const int count = min(32, warp_end - tile);
-    const unsigned long long vaddr = reinterpret_cast<unsigned long long>(value);
-    for (int t0 = 0; t0 < count; t0 += VALUE_BATCH) {
-      float vv[VALUE_BATCH][PER_LANE];
+      for (int i = 0; i < PER_LANE; i++) acc[g][i] *= c;
 #pragma unroll
-      for (int u = 0; u < VALUE_BATCH; u++) {
-        const int from = (t0 + u) & 31;
-        const unsigned lo = __shfl_sync(0xffffffffu, (unsigned)vaddr, from);
-        const unsigned hi = __shfl_sync(0xffffffffu, (unsigned)(vaddr >> 32), from);
-        const float* vr = reinterpret_cast<const float*>(((unsigned long long)hi << 32) | lo);
+      for (int b = 0; b < BATCH; b++) {
+        const float w = __shfl_sync(0xffffffffu, p, g * BATCH + b);
 #pragma unroll
-        for (int i = 0; i < PER_LANE; i++)
-          vv[u][i] = t0 + u < count && lane + 32 * i < HEAD_DIM ? vr[lane + 32 * i] : 0.0f;
-      }
-#pragma unroll
-      for (int g = 0; g < GROUP; g++) {
-#pragma unroll
-        for (int u = 0; u < VALUE_BATCH; u++) {
-          const float w = __shfl_sync(0xffffffffu, p[g], (t0 + u) & 31);
-#pragma unroll
-          for (int i = 0; i < PER_LANE; i++) acc[g][i] += w * vv[u][i];
-        }
+        for (int i = 0; i < PER_LANE; i++) acc[g][i] += w * vd[b][i];
       }
     }
   }
@@ -220,17 +245,17 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
   for (int g0 = 0; g0 < GROUP; g0 += MERGE_HEADS) {
     __syncthreads();  // every warp is done with the fresh keys, or with the previous heads
 #pragma unroll
-    for (int g = g0; g < g0 + MERGE_HEADS; g++) {
-      if (lane == 0) {
-        sh.warps.m[warp][g] = m[g];
-        sh.warps.l[warp][g] = l[g];
+    for (int g = g0; g < g0 + MERGE_HEADS && g < GROUP; g++) {  // GROUP need not be a multiple
+      if (lane == g * BATCH) {  // the lane that keeps head g's max and sum
+        sh.warps.m[warp][g] = m;
+        sh.warps.l[warp][g] = l;
       }
 #pragma unroll
       for (int i = 0; i < PER_LANE; i++)
         if (lane + 32 * i < HEAD_DIM) sh.warps.acc[warp][g - g0][lane + 32 * i] = acc[g][i];
     }
     __syncthreads();
-    for (int o = threadIdx.x; o < MERGE_HEADS * HEAD_DIM; o += blockDim.x) {
+    for (int o = threadIdx.x; o < min(MERGE_HEADS, GROUP - g0) * HEAD_DIM; o += blockDim.x) {
       const int g = g0 + o / HEAD_DIM, d = o % HEAD_DIM;
       float mm = -INFINITY;
 #pragma unroll
@@ -254,7 +279,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
 
   // The cluster's blocks share the group's GROUP × HEAD_DIM outputs, 32 at a time per warp: each
   // merges the splits' partials of its outputs. With out_q non-null (HEAD_DIM % 32 == 0), outputs
-  // are also rounded to int8 per block of 32 for an integer-weight GEMV (quantize32).
+  // are also rounded to int8 per block of 32 for an integer-weight GEMV (quantize32); with out_h,
+  // written as half times FP8_X_SCALE for an fp8-weight GEMV.
   const int outputs = GROUP * HEAD_DIM;
   for (int c = split * WARPS + warp; c * 32 < outputs; c += splits * WARPS) {
     const int o = c * 32 + lane;
@@ -280,6 +306,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
     }
     const size_t i = ((size_t)row * num_heads + kv_head * GROUP + g) * HEAD_DIM + d;
     if (live) out[i] = value / total;
+    if (live && out_h) out_h[i] = f32_to_h(value / total * FP8_X_SCALE);
     if (out_q) quantize32(value / total, out_q, out_qs, i);
   }
   cluster_sync();  // no block leaves while another may still read its shared memory

@@ -21,6 +21,24 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
   return r;
 }
 
+// Two floats rounded to half and packed, lo in the low half.
+__device__ __forceinline__ u32 f32x2_to_h2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ unsigned short f32_to_h(float v) {
+  unsigned short r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r;
+}
+// fp8-weight products multiply in half precision with x / 256, so that products with e4m3 codes
+// (up to 448) stay within half's range (kernels/qgemv.cu): a chunk's 16 products reach 65504 only
+// if inputs of about ±2300 meet the largest codes, all of one sign. The kernels that make the input of
+// such a product also write this scaled half copy of their output, so the product reads 2 bytes
+// per value instead of 4 and converts nothing.
+#define FP8_X_SCALE (1.0f / 256.0f)
+
 // Programmatic dependent launch (Hopper): kernels are launched before their predecessor ends.
 // Each kernel calls pdl_wait() before reading anything an earlier kernel wrote (weights may be
 // read before it), and pdl_launch_dependents() to let the next kernel start its own prologue.

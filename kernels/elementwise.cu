@@ -70,6 +70,13 @@ extern "C" __global__ void quantize_x(const float* __restrict__ x, signed char* 
   quantize32(x[i], q, qs, i);
 }
 
+// x · FP8_X_SCALE as half for the fp8-weight GEMV, where the kernel that made x did not write it.
+extern "C" __global__ void half_x(const float* __restrict__ x, unsigned short* __restrict__ h, int n) {
+  pdl_start();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) h[i] = f32_to_h(x[i] * FP8_X_SCALE);
+}
+
 // Random 32-bit words under a mask (codes of random quantized weights).
 extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long long n, u32 seed, u32 mask) {
   pdl_start();

@@ -1,38 +1,109 @@
-// RMSNorm of each group of `group` floats (a whole row, or one attention head): one block per
-// group. y = w * (x / sqrt(mean(x^2) + eps)), w bf16. With q non-null (group % 32 == 0), y is
-// also rounded to int8 per block of 32 for an integer-weight GEMV (quantize32).
-extern "C" __global__ void rmsnorm(const float* __restrict__ x, const bf16_t* __restrict__ w,
-                                   float* __restrict__ y, int group, float eps, signed char* __restrict__ q,
-                                   float2* __restrict__ qs) {
-  pdl_start();
-  const float* xr = x + (size_t)blockIdx.x * group;
-  float* yr = y + (size_t)blockIdx.x * group;
-  float ss = 0.0f;
-  for (int i = threadIdx.x; i < group; i += blockDim.x) ss += xr[i] * xr[i];
-  const float scale = rsqrtf(block_sum(ss) / group + eps);
-  for (int i = threadIdx.x; i < group; i += blockDim.x) {
-    yr[i] = bf16_to_f32(w[i]) * (xr[i] * scale);
-    if (q) quantize32(yr[i], q, qs, (size_t)blockIdx.x * group + i);
+// RMSNorm, y = w * (x / sqrt(mean(x^2) + eps)) with w bf16, of each group of `group` floats (a
+// whole row, or one attention head): one block per group. With q non-null (group % 32 == 0), y is
+// also rounded to int8 per block of 32 for an integer-weight GEMV (quantize32's rule); with h
+// non-null, y · FP8_X_SCALE is also written as half for an fp8-weight GEMV.
+//
+// These run once or twice per layer between two weight-streaming products, on the decode step's
+// critical path, so they are written for latency: each thread holds its values as float4s in
+// registers (one round trip to memory, not one per element), the norm weight is loaded before
+// pdl_wait(), and a block of 32 for the int8 copy is 8 lanes' float4s (3 shuffles, not 10).
+
+// float4s per thread: rows of up to NORM_SLOTS * 4 * 1024 values (set and checked by the host).
+#ifndef NORM_SLOTS
+#define NORM_SLOTS 4
+#endif
+
+// This thread's float4 indices in its group: threadIdx.x + s * blockDim.x for s < NORM_SLOTS.
+#define FOR_SLOTS(s, i4, n4)                                       \
+  _Pragma("unroll") for (int s = 0; s < NORM_SLOTS; s++)            \
+    if (const int i4 = threadIdx.x + s * blockDim.x; i4 < (n4))
+
+__device__ __forceinline__ float4 bf16x4_to_f32(uint2 w) {
+  return float4{bf16lo(w.x), bf16hi(w.x), bf16lo(w.y), bf16hi(w.y)};
+}
+__device__ __forceinline__ float sum_squares(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+
+// The 32 values held as float4s by 8 consecutive lanes, from element i (i % 32 == 0 for the first
+// of them), rounded to int8: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
+// Every lane of the warp must call it; `live` lanes store.
+__device__ __forceinline__ void quantize8x4(float4 v, bool live, signed char* __restrict__ q,
+                                            float2* __restrict__ qs, size_t i) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  float sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+  for (int o = 1; o < 8; o <<= 1) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    sum += __shfl_xor_sync(0xffffffffu, sum, o);
   }
+  if (!live) return;
+  const float s = amax / 127.0f;
+  const auto code = [&](float x) { return amax > 0.0f ? (u32)(__float2int_rn(x / s) & 0xff) : 0u; };
+  *reinterpret_cast<u32*>(q + i) = code(v.x) | code(v.y) << 8 | code(v.z) << 16 | code(v.w) << 24;
+  if (i % 32 == 0) qs[i / 32] = float2{s, sum};
+}
+
+// y = v * scale * w for this thread's float4s of the group starting at float4 `base4`, and the
+// int8 copy where q is non-null, the half copy where h is.
+__device__ __forceinline__ void store_normed(const float4 (&v)[NORM_SLOTS], const uint2 (&w)[NORM_SLOTS],
+                                             float scale, int n4, size_t base4, float* __restrict__ y,
+                                             signed char* __restrict__ q, float2* __restrict__ qs,
+                                             uint2* __restrict__ h) {
+#pragma unroll
+  for (int s = 0; s < NORM_SLOTS; s++) {
+    const int i4 = threadIdx.x + s * blockDim.x;
+    if (s * blockDim.x >= n4) break;  // uniform: no thread of the block has this slot
+    const bool live = i4 < n4;
+    float4 o{0.0f, 0.0f, 0.0f, 0.0f};
+    if (live) {
+      const float4 wf = bf16x4_to_f32(w[s]);
+      o = float4{wf.x * (v[s].x * scale), wf.y * (v[s].y * scale), wf.z * (v[s].z * scale), wf.w * (v[s].w * scale)};
+      reinterpret_cast<float4*>(y)[base4 + i4] = o;
+      if (h)
+        h[base4 + i4] = uint2{f32x2_to_h2(o.x * FP8_X_SCALE, o.y * FP8_X_SCALE),
+                              f32x2_to_h2(o.z * FP8_X_SCALE, o.w * FP8_X_SCALE)};
+    }
+    if (q) quantize8x4(o, live, q, qs, (base4 + i4) * 4);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restrict__ x, const bf16_t* __restrict__ w,
+                                                           float* __restrict__ y, int group, float eps,
+                                                           signed char* __restrict__ q, float2* __restrict__ qs,
+                                                           uint2* __restrict__ h) {
+  const int n4 = group / 4;
+  uint2 wv[NORM_SLOTS];
+  FOR_SLOTS(s, i4, n4) wv[s] = reinterpret_cast<const uint2*>(w)[i4];
+  pdl_start();
+  const size_t base4 = (size_t)blockIdx.x * n4;
+  float4 v[NORM_SLOTS];
+  float ss = 0.0f;
+  FOR_SLOTS(s, i4, n4) {
+    v[s] = reinterpret_cast<const float4*>(x)[base4 + i4];
+    ss += sum_squares(v[s]);
+  }
+  store_normed(v, wv, rsqrtf(block_sum(ss) / group + eps), n4, base4, y, q, qs, h);
 }
 
 // sum = x + delta; normed = rmsnorm(sum): the residual add fused with the next block's norm.
 // One block per row; q as in rmsnorm.
-extern "C" __global__ void add_rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
-                                       const bf16_t* __restrict__ w, float* __restrict__ sum,
-                                       float* __restrict__ normed, int cols, float eps, signed char* __restrict__ q,
-                                       float2* __restrict__ qs) {
+extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
+                                                               const bf16_t* __restrict__ w, float* __restrict__ sum,
+                                                               float* __restrict__ normed, int cols, float eps,
+                                                               signed char* __restrict__ q, float2* __restrict__ qs,
+                                                               uint2* __restrict__ h) {
+  const int n4 = cols / 4;
+  uint2 wv[NORM_SLOTS];
+  FOR_SLOTS(s, i4, n4) wv[s] = reinterpret_cast<const uint2*>(w)[i4];
   pdl_start();
-  const size_t base = (size_t)blockIdx.x * cols;
+  const size_t base4 = (size_t)blockIdx.x * n4;
+  float4 v[NORM_SLOTS];
   float ss = 0.0f;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-    const float v = x[base + i] + delta[base + i];
-    sum[base + i] = v;
-    ss += v * v;
+  FOR_SLOTS(s, i4, n4) {
+    const float4 a = reinterpret_cast<const float4*>(x)[base4 + i4];
+    const float4 d = reinterpret_cast<const float4*>(delta)[base4 + i4];
+    v[s] = float4{a.x + d.x, a.y + d.y, a.z + d.z, a.w + d.w};
+    reinterpret_cast<float4*>(sum)[base4 + i4] = v[s];
+    ss += sum_squares(v[s]);
   }
-  const float scale = rsqrtf(block_sum(ss) / cols + eps);
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-    normed[base + i] = bf16_to_f32(w[i]) * (sum[base + i] * scale);
-    if (q) quantize32(normed[base + i], q, qs, base + i);
-  }
+  store_normed(v, wv, rsqrtf(block_sum(ss) / cols + eps), n4, base4, normed, q, qs, h);
 }

@@ -9,9 +9,9 @@
 // int4 codes costs two LOP3s, one shift and two dp4a for 8 weights. Per block:
 // w·x = s_w·s_x·Σ code·q_x + o_w·Σx.
 //
-// fp8 uses half arithmetic: codes become half (value / 256, fp8_pair), x is rounded to half per
-// chunk once for all the rows a warp handles, products are summed in half2 over one chunk of 16,
-// then scaled and added in float32.
+// fp8 uses half arithmetic: codes become half (exact, fp8_pair), x is read as half times
+// FP8_X_SCALE (made by x's producer, or half_x in elementwise.cu), products are summed in half2
+// over one chunk of 16, then scaled and added in float32.
 //
 // Weights keep the engine layout of src/quant/quantized-weight.ts otherwise. Scales: integer
 // schemes one half2 (scale, offset) per row and group; fp8 one float per 128×128 block.
@@ -35,23 +35,18 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #endif
 #define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
 // Chunks per row each lane keeps in flight (measured on the H100: 1 beats 2 and 4, whose
-// registers cost more occupancy than the extra loads bring; scripts/gpu-tune-qgemv.sh).
+// registers cost more occupancy than the extra loads bring; scripts/gpu-tune.sh).
 #ifndef QDEPTH
 #define QDEPTH 1
 #endif
 // Blocks per multiprocessor the register allocation must allow (__launch_bounds__): 3 measured
-// best for int8 and fp8 and for steps of 16 rows, level for int4 (scripts/gpu-tune-qgemv.sh).
+// best for int8 and fp8 and for steps of 16 rows, level for int4 (scripts/gpu-tune.sh).
 #ifndef QMINBLOCKS
 #define QMINBLOCKS 3
 #endif
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
   u32 r;
   asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
-__device__ __forceinline__ u32 f32x2_to_h2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
 __device__ __forceinline__ float2 h2_to_f32x2(u32 v) {
@@ -100,18 +95,18 @@ __device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
 #endif
 }
 
-// fp8 e4m3 codes 2j, 2j + 1 of a word as half2, times 1/256 (exact, as the smallest subnormal
-// stays representable): products with x then stay far from half's range. Ada and Hopper convert
-// in hardware; before them, sign and magnitude bits moved into half's places read as value / 256.
+// fp8 e4m3 codes 2j, 2j + 1 of a word as half2 (exact). Ada and Hopper convert in hardware;
+// before them, sign and magnitude bits moved into half's places read as value / 256, which one
+// exact multiply by 256 corrects.
 __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
 #if __CUDA_ARCH__ >= 890
   u32 h;
   const unsigned short p = j == 0 ? (unsigned short)(w & 0xffff) : (unsigned short)(w >> 16);
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(p));
-  return hfma2(h, 0x1C001C00u, 0u);  // 0x1C00 = 2^-8 in half
+  return h;
 #else
   const u32 t = __byte_perm(w, 0u, j == 0 ? 0x4140 : 0x4342);  // bytes 2j, 2j+1 in each half's low byte
-  return ((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7);
+  return hfma2(((t & 0x00800080u) << 8) | ((t & 0x007F007Fu) << 7), 0x5C005C00u, 0u);  // 0x5C00 = 256
 #endif
 }
 
@@ -119,7 +114,7 @@ __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
 __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
 #if QFMT == 3
   const int blocks_per_row = (K + 127) / 128;
-  return float2{reinterpret_cast<const float*>(scales)[(r / 128) * blocks_per_row + (c * CHUNK_K) / 128] * 256.0f,
+  return float2{reinterpret_cast<const float*>(scales)[(r / 128) * blocks_per_row + (c * CHUNK_K) / 128] / FP8_X_SCALE,
                 0.0f};
 #else
   const int groups = K / group;
@@ -129,12 +124,13 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
 #endif
 }
 
-// x as the kernels read it: float32 rows, and for the integer schemes int8 rows with one
-// (scale, sum) per block of 32 (quantize_x).
+// x as the kernels read it: float32 rows; for the integer schemes int8 rows with one (scale,
+// sum) per block of 32 (quantize_x); for fp8, x · FP8_X_SCALE as half (half_x).
 struct XRows {
   const float* f;
   const int* q;
   const float2* qs;
+  const u32* h;
 };
 
 // acc[r][m] += (chunk c of row r) · x[m], the chunks w[r] with scales s[r].
@@ -144,13 +140,12 @@ __device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const f
 #pragma unroll
   for (int m = 0; m < M; m++) {
 #if QFMT == 3
-    const float4* xv = reinterpret_cast<const float4*>(x.f + (size_t)m * K + c * CHUNK_K);
     u32 xh[CHUNK_K / 2];
+    const uint4* xv = reinterpret_cast<const uint4*>(x.h + ((size_t)m * K + c * CHUNK_K) / 2);
 #pragma unroll
-    for (int i = 0; i < CHUNK_K / 4; i++) {
-      const float4 v = xv[i];
-      xh[2 * i] = f32x2_to_h2(v.x, v.y);
-      xh[2 * i + 1] = f32x2_to_h2(v.z, v.w);
+    for (int i = 0; i < CHUNK_K / 8; i++) {
+      const uint4 v = xv[i];
+      xh[4 * i] = v.x, xh[4 * i + 1] = v.y, xh[4 * i + 2] = v.z, xh[4 * i + 3] = v.w;
     }
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -284,7 +279,8 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K,
 template <int M>
 __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
                                          const bf16_t* bg, const bf16_t* bu, const XRows& x,
-                                         float* __restrict__ y, int N, int K, int group, int split) {
+                                         float* __restrict__ y, unsigned short* __restrict__ yh, int N, int K,
+                                         int group, int split) {
   const int warp = threadIdx.x >> 5;
   const int row = blockIdx.x * (kQWarps / split) + warp / split;
   const bool valid = row < N;
@@ -301,7 +297,9 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float a = acc[0][m] + gb;
-      y[(size_t)m * N + row] = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
+      const float out = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
+      y[(size_t)m * N + row] = out;
+      if (yh) yh[(size_t)m * N + row] = f32_to_h(out * FP8_X_SCALE);  // for an fp8 down product
     }
   }
 }
@@ -321,7 +319,7 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
 #pragma unroll
     for (int j = 0; j < CHUNK_K / 2; j++) {
       const float2 f = h2_to_f32x2(fp8_pair(word(ch, j / 2), j % 2));
-      v[2 * j] = f.x * s.x, v[2 * j + 1] = f.y * s.x;
+      v[2 * j] = f.x * (s.x * FP8_X_SCALE), v[2 * j + 1] = f.y * (s.x * FP8_X_SCALE);
     }
 #else
 #pragma unroll
@@ -337,16 +335,17 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
   }
 }
 
-#define QGEMV(M)                                                                                             \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                              \
-      qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, int K, int group, int split) { \
-    qgemv<M>(s, XRows{x, xq, xqs}, K, group, split);                                                         \
-  }                                                                                                          \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                               \
-      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,                \
-      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, float* y, int N, int K, int group,    \
-      int split) {                                                                                           \
-    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs}, y, N, K, group, split);                           \
+#define QGEMV(M)                                                                                      \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                       \
+      qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, const u32* xh, int K,  \
+                 int group, int split) {                                                              \
+    qgemv<M>(s, XRows{x, xq, xqs, xh}, K, group, split);                                              \
+  }                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                        \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,         \
+      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, const u32* xh, float* y,    \
+      unsigned short* yh, int N, int K, int group, int split) {                                       \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs, xh}, y, yh, N, K, group, split);            \
   }
 QGEMV(1)
 QGEMV(2)

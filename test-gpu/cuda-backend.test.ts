@@ -68,11 +68,11 @@ function uploadRows(data: Float32Array, rows: number, cols: number, on = gpu): T
   on.ctx.upload(t.ptr, data);
   return t;
 }
-function relErr(a: Float32Array, b: Float32Array): number {
+function relErr(a: Float32Array, b: Float32Array, name = ""): number {
   let num = 0,
     den = 0;
   for (let i = 0; i < a.length; i++) {
-    assert.ok(Number.isFinite(a[i]), `element ${i} not written or not finite: ${a[i]}`);
+    assert.ok(Number.isFinite(a[i]), `${name}: element ${i} not written or not finite: ${a[i]}`);
     num += (a[i] - b[i]) ** 2;
     den += b[i] ** 2;
   }
@@ -89,7 +89,7 @@ function fresh(on = gpu): void {
   poison(on);
 }
 function compare(name: string, c: Tensor, g: Tensor, tol = 1e-5): void {
-  const err = relErr(gpu.read(g), cpu.read(c));
+  const err = relErr(gpu.read(g), cpu.read(c), name);
   assert.ok(err <= tol, `${name}: relative error ${err.toExponential(2)} > ${tol}`);
 }
 
@@ -222,6 +222,48 @@ test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
   compare("addRmsNorm sum", sc, sg);
   compare("addRmsNorm norm", nc, ng);
   compare("concatCols", cpu.concatCols(xc, yc), gpu.concatCols(xg, yg), 0);
+  // Wide rows (every register slot of a norm thread), and the int8 copy the norm makes for an
+  // integer-weight product that reads its output.
+  const [wideC, wideG] = activation(3, 8192);
+  const [deltaC, deltaG] = activation(3, 8192);
+  const [ww, wwg] = weight([8192]);
+  compare("rmsNorm wide rows", cpu.rmsNorm(wideC, ww, 1e-6), gpu.rmsNorm(wideG, wwg, 1e-6));
+  const [qc, qg] = quantizedOnBoth("int4", 96, 8192, 128);
+  const [sumC, normC] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
+  const [sumG, normG] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
+  compare("addRmsNorm wide sum", sumC, sumG);
+  compare("int4 product of addRmsNorm's int8 copy", cpu.linear(normC, qc), gpu.linear(normG, qg), 1.5e-2);
+  compare(
+    "int4 product of rmsNorm's int8 copy",
+    cpu.linear(cpu.rmsNorm(wideC, ww, 1e-6), qc),
+    gpu.linear(gpu.rmsNorm(wideG, wwg, 1e-6), qg),
+    1.5e-2,
+  );
+  // And the half copies for fp8 weights (made once a model has an fp8 weight).
+  const [fc, fg] = quantizedOnBoth("fp8", 96, 8192, 128);
+  const [, normC2] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
+  const [, normG2] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
+  compare("fp8 product of addRmsNorm's half copy", cpu.linear(normC2, fc), gpu.linear(normG2, fg), 3e-3);
+  compare(
+    "fp8 product of rmsNorm's half copy",
+    cpu.linear(cpu.rmsNorm(wideC, ww, 1e-6), fc),
+    gpu.linear(gpu.rmsNorm(wideG, wwg, 1e-6), fg),
+    3e-3,
+  );
+  // gate·up's outputs feed the down product; small inputs keep them where a model's MLP
+  // activations are (this test's fp8 codes are uniform over all 256, so outputs of unit inputs
+  // would be in the tens of thousands, beyond what half holds once multiplied by codes of 448).
+  const small = randn(3 * 256, 0.01);
+  const [smallC, smallG] = [new CpuTensor(3, 256, small), uploadRows(small, 3, 256)];
+  const [gc, gg] = quantizedOnBoth("fp8", 512, 256, 128);
+  const [uc, ug] = quantizedOnBoth("fp8", 512, 256, 128);
+  const [dc, dg] = quantizedOnBoth("fp8", 64, 512, 128);
+  compare(
+    "fp8 product of fp8 gate·up's half copy",
+    cpu.linear(cpu.gateUp(smallC, gc, uc), dc),
+    gpu.linear(gpu.gateUp(smallG, gg, ug), dg),
+    3e-3,
+  );
 });
 
 /** A step of `M` rows for one sequence at positions start..start+M-1, with a scattered block table. */
@@ -255,14 +297,16 @@ test("embed, gather of output rows", () => {
  * Attention with rope and the KV write over a sequence of steps: 200 rows on tensor cores; then 1,
  * 13 and 37 rows whose keys the decode kernel rotates and caches itself (clusters of 8 blocks up
  * to 16 rows, single blocks above), or rope_store first for runs longer than `on` holds; the
- * last 90 rows read what those wrote. GQA, with and without a sliding window.
+ * last 90 rows read what those wrote. The heads of `model` (GQA by default), with and without a
+ * sliding window.
  */
-function attentionSteps(on: CudaBackend): void {
+function attentionSteps(on: CudaBackend, model = cfg): void {
+  const { numHeads, numKvHeads, headDim } = model;
   for (const window of [null, 37]) {
-    const spec = { numLayers: 1, numBlocks: 64, blockSize: 16, numKvHeads: 2, headDim: 64 };
+    const spec = { numLayers: 1, numBlocks: 64, blockSize: 16, numKvHeads, headDim };
     const kc = cpu.createKvCache(spec);
     const kg = on.createKvCache(spec);
-    const p = { numHeads: 8, numKvHeads: 2, headDim: 64, slidingWindow: window };
+    const p = { numHeads, numKvHeads, headDim, slidingWindow: window };
     for (const [M, start] of [
       [200, 0],
       [1, 200],
@@ -274,16 +318,24 @@ function attentionSteps(on: CudaBackend): void {
       const rows = stepRows(M, start, 16);
       const sc = cpu.prepareStep(rows);
       const sg = on.prepareStep(rows);
-      const [kxc, kxg] = activation(M, 128, on);
-      const [vxc, vxg] = activation(M, 128, on);
-      const [qxc, qxg] = activation(M, 512, on);
+      const [kxc, kxg] = activation(M, numKvHeads * headDim, on);
+      const [vxc, vxg] = activation(M, numKvHeads * headDim, on);
+      const [qxc, qxg] = activation(M, numHeads * headDim, on);
       // Steps of 64 rows or more run on tensor cores with bf16 q, k, v and probabilities.
-      compare(
-        `attention M=${M} at ${start} window ${window}`,
-        cpu.attention(qxc, kxc, vxc, kc, 0, cfg.rope, sc, p),
-        on.attention(qxg, kxg, vxg, kg, 0, cfg.rope, sg, p),
-        M >= 64 ? 1e-2 : 1e-5,
-      );
+      const what = `attention (${numHeads}/${numKvHeads} heads of ${headDim}) M=${M} at ${start} window ${window}`;
+      const outC = cpu.attention(qxc, kxc, vxc, kc, 0, model.rope, sc, p);
+      const outG = on.attention(qxg, kxg, vxg, kg, 0, model.rope, sg, p);
+      compare(what, outC, outG, M >= 64 ? 1e-2 : 1e-5);
+      // The decode kernel's int8 and half copies of its output, read by quantized products.
+      if (on === gpu && M < 64) {
+        for (const [scheme, tol] of [
+          ["int8", 1.5e-2],
+          ["fp8", 3e-3],
+        ] as [QuantScheme, number][]) {
+          const [wc, wg] = quantizedOnBoth(scheme, 64, numHeads * headDim, 128);
+          compare(`${scheme} product of ${what}`, cpu.linear(outC, wc), gpu.linear(outG, wg), tol);
+        }
+      }
     }
   }
 }
@@ -294,6 +346,29 @@ test("paged attention with rope and the KV write: prefill, decode, verification;
 
 test("paged attention when a step's own keys do not fit the kernel's shared memory (rope_store first)", () => {
   attentionSteps(CudaBackend.create(cfg, { maxRows: 64, freshKeys: 4 }));
+});
+
+test("paged attention for other head shapes: 1, 7 and 16 query heads per kv head; heads of 80 and 128", () => {
+  for (const [numHeads, numKvHeads, headDim] of [
+    [4, 4, 128],
+    [14, 2, 80],
+    [16, 1, 128],
+  ]) {
+    const model = parseConfig(
+      configJson({
+        architecture: "LlamaForCausalLM",
+        vocabSize: 1000,
+        hiddenSize: numHeads * headDim,
+        intermediateSize: 704,
+        numLayers: 1,
+        numHeads,
+        numKvHeads,
+        headDim,
+        maxPositions: 1024,
+      }),
+    );
+    attentionSteps(CudaBackend.create(model, { maxRows: 64 }), model);
+  }
 });
 
 test("attention with two sequences in one step (prefill tiles never mix them; each reads its own fresh keys)", () => {

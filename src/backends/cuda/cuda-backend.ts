@@ -44,6 +44,8 @@ interface Int8Rows {
 export class CudaTensor implements Tensor {
   /** The int8 copy its producer made for an integer-weight GEMV, if it made one. */
   int8?: Int8Rows;
+  /** The half copy (times FP8_X_SCALE) its producer made for an fp8-weight GEMV, if it made one. */
+  half?: DevicePtr;
   constructor(
     readonly rows: number,
     readonly cols: number,
@@ -151,6 +153,21 @@ export interface CudaBackendOptions {
  */
 const quantizedWarpsPerSm = 16;
 
+/** float4s each thread of a norm block holds in registers (kernels/norm.cu). */
+const normSlots = 4;
+
+/**
+ * Threads of a norm block over `group` values (kernels/norm.cu): as few as fill their slots
+ * (4096 values: 256 threads).
+ */
+function normThreads(group: number): number {
+  if (group % 4 !== 0 || group > normSlots * 4 * 1024)
+    throw new CudaError(
+      `RMSNorm over ${group} values is not supported by the CUDA kernels (a multiple of 4, at most ${normSlots * 4 * 1024}); run this model with --device cpu`,
+    );
+  return Math.min(1024, Math.max(32, Math.ceil(group / 4 / normSlots / 32) * 32));
+}
+
 export class CudaBackend implements Backend {
   readonly name = "cuda";
   private readonly arena: Arena;
@@ -159,6 +176,8 @@ export class CudaBackend implements Backend {
   private dequantScratch: DevicePtr | null = null;
   /** Whether any weight is of an integer scheme: producers then also write int8 activations. */
   private intWeights = false;
+  /** Whether any weight is fp8: producers then also write half activations. */
+  private fp8Weights = false;
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
@@ -188,7 +207,10 @@ export class CudaBackend implements Backend {
     if (!driver) throw new CudaError(`--device cuda: ${reason}`);
     const ctx = new CudaContext(driver, 0);
     const freshKeys = options.freshKeys ?? Math.floor(7168 / cfg.headDim);
+    normThreads(cfg.hiddenSize); // refuses a model the norm kernel cannot hold, before any upload
+    if (cfg.qkNorm) normThreads(cfg.headDim);
     const kernels = new Kernels(ctx, Nvrtc.load(), {
+      NORM_SLOTS: normSlots,
       HEAD_DIM: cfg.headDim,
       GROUP: cfg.numHeads / cfg.numKvHeads,
       MAX_FRESH: freshKeys,
@@ -247,6 +269,7 @@ export class CudaBackend implements Backend {
     this.ctx.upload(scales, layout.scales);
     this.largestQuantized = Math.max(this.largestQuantized, w.rows * w.cols);
     this.intWeights ||= w.scheme !== "fp8";
+    this.fp8Weights ||= w.scheme === "fp8";
     return new CudaTensor(w.rows, w.cols, codes, { scheme: w.scheme, groupSize: w.groupSize, scales });
   }
 
@@ -277,6 +300,7 @@ export class CudaBackend implements Backend {
     this.ctx.fill32(scales, bits, plan.groups);
     this.largestQuantized = Math.max(this.largestQuantized, plan.rows * plan.cols);
     this.intWeights ||= scheme !== "fp8";
+    this.fp8Weights ||= scheme === "fp8";
     return new CudaTensor(plan.rows, plan.cols, codes, { scheme, groupSize: plan.groupSize, scales });
   }
 
@@ -369,7 +393,8 @@ export class CudaBackend implements Backend {
     const group = weight.cols;
     const groups = (x.rows * x.cols) / group;
     const q = group === x.cols ? this.int8For(out) : undefined;
-    this.launch("rmsnorm", [groups, 1, 1], this.normThreads(group), [
+    const h = group === x.cols ? this.halfFor(out) : undefined;
+    this.launch("rmsnorm", [groups, 1, 1], normThreads(group), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (weight as CudaTensor).ptr },
       { ptr: out.ptr },
@@ -377,6 +402,7 @@ export class CudaBackend implements Backend {
       { f32: eps },
       { ptr: q?.q ?? 0 },
       { ptr: q?.scales ?? 0 },
+      { ptr: h ?? 0 },
     ]);
     return out;
   }
@@ -440,6 +466,8 @@ export class CudaBackend implements Backend {
         return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
       }
       const xq = this.int8Rows(x, qg);
+      const xh = this.halfRows(x, qg);
+      const yh = this.halfFor(out);
       for (let r = 0; r < x.rows; r += 16) {
         const m = Math.min(16, x.rows - r);
         const split = this.gemvSplit(N, quantizedWarpsPerSm);
@@ -457,7 +485,9 @@ export class CudaBackend implements Backend {
             { ptr: (x as CudaTensor).ptr + r * K * 4 },
             { ptr: xq.q && xq.q + r * K },
             { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+            { ptr: xh && xh + r * K * 2 },
             { ptr: out.ptr + r * N * 4 },
+            { ptr: yh ? yh + r * N * 2 : 0 },
             { i32: N },
             { i32: K },
             { i32: qg.groupSize },
@@ -518,6 +548,7 @@ export class CudaBackend implements Backend {
     const K = x.cols;
     const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
     const xq = this.int8Rows(x, q!);
+    const xh = this.halfRows(x, q!);
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
       const seg = new DataView(new ArrayBuffer(112));
@@ -538,6 +569,7 @@ export class CudaBackend implements Backend {
           { ptr: (x as CudaTensor).ptr + r * K * 4 },
           { ptr: xq.q && xq.q + r * K },
           { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+          { ptr: xh && xh + r * K * 2 },
           { i32: K },
           { i32: q!.groupSize },
           { i32: split },
@@ -558,6 +590,28 @@ export class CudaBackend implements Backend {
     const n = out.rows * out.cols;
     out.int8 = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
     return out.int8;
+  }
+
+  /** Space for the half copy of `out` that its producing kernel fills, when the model has fp8 weights. */
+  private halfFor(out: CudaTensor): DevicePtr | undefined {
+    if (!this.fp8Weights) return undefined;
+    out.half = this.arena.alloc(out.rows * out.cols * 2);
+    return out.half;
+  }
+
+  /** x · FP8_X_SCALE as half for the fp8-weight GEMV (0 for the other schemes, which do not read it). */
+  private halfRows(x: Tensor, q: DeviceQuant): DevicePtr {
+    if (q.scheme !== "fp8") return 0;
+    const made = (x as CudaTensor).half;
+    if (made) return made;
+    const n = x.rows * x.cols;
+    const out = this.arena.alloc(n * 2);
+    this.launch("half_x", [Math.ceil(n / 256), 1, 1], 256, [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: out },
+      { i32: n },
+    ]);
+    return out;
   }
 
   /**
@@ -656,7 +710,8 @@ export class CudaBackend implements Backend {
     const sum = this.tensor(x.rows, x.cols);
     const normed = this.tensor(x.rows, x.cols);
     const q = this.int8For(normed);
-    this.launch("add_rmsnorm", [x.rows, 1, 1], this.normThreads(x.cols), [
+    const h = this.halfFor(normed);
+    this.launch("add_rmsnorm", [x.rows, 1, 1], normThreads(x.cols), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (delta as CudaTensor).ptr },
       { ptr: (weight as CudaTensor).ptr },
@@ -666,12 +721,9 @@ export class CudaBackend implements Backend {
       { f32: eps },
       { ptr: q?.q ?? 0 },
       { ptr: q?.scales ?? 0 },
+      { ptr: h ?? 0 },
     ]);
     return [sum, normed];
-  }
-
-  private normThreads(group: number): number {
-    return group >= 1024 ? 1024 : Math.max(32, Math.ceil(group / 32) * 32);
   }
 
   attention(
@@ -716,6 +768,7 @@ export class CudaBackend implements Backend {
     // distributed shared memory (Hopper); larger steps have enough rows to fill the GPU.
     const splits = M <= maxGemvRows && this.ctx.info.computeCapability[0] >= 9 ? 8 : 1;
     const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
+    const half = this.halfFor(out);
     this.ctx.launch(
       this.kernels.get("attention_decode"),
       [M, p.numKvHeads, splits],
@@ -734,6 +787,7 @@ export class CudaBackend implements Backend {
         { ptr: out.ptr },
         { ptr: int8?.q ?? 0 },
         { ptr: int8?.scales ?? 0 },
+        { ptr: half ?? 0 },
         { i32: p.numKvHeads },
         { i32: s.maxBlocks },
         { i32: store.spec.blockSize },
@@ -915,8 +969,16 @@ export function activationBytes(cfg: ModelConfig, rows: number): number {
   const I = cfg.intermediateSize;
   // q, k, v; rotated q; attention output; o, two residual sums and two norms, down; gate, up and
   // their product kept apart for tensor cores; bf16 copies of the products' inputs (half a float
-  // each); int8 copies of the norms' and attention's outputs (1.25 bytes each) for integer weights.
-  const perLayer = 7 * H + 4 * qW + 4 * kvW + 4 * I + (2 * H + qW) * 0.3125 + (cfg.qkNorm ? qW + kvW : 0);
+  // each); int8 copies of the norms' and attention's outputs (1.25 bytes each) for integer weights;
+  // half copies of those and of gate·up's output (half a float each) for fp8 weights.
+  const perLayer =
+    7 * H +
+    4 * qW +
+    4 * kvW +
+    4 * I +
+    (2 * H + qW) * 0.3125 +
+    (2 * H + qW + I) * 0.5 +
+    (cfg.qkNorm ? qW + kvW : 0);
   const layers = cfg.numLayers + cfg.numMtpModules;
   const floatsPerRow = layers * (perLayer + 16) + 4 * H + 2 * cfg.vocabSize;
   const metadataPerRow = 8 + Math.ceil(cfg.maxPositions / 16);
