@@ -2,7 +2,8 @@
 # Hardware counters of the decode GEMVs (Nsight Compute) and their machine code, for tuning
 # kernels/qgemv.cu: per-launch time and DRAM bytes of every GEMV of one 8B decode step, the
 # warp-state breakdown of the M = 1 kernels, and their SASS. Run via scripts/gpu-run.sh.
-# RUNS="llama-3-8b:int4-g128 llama-3-8b:int8" KERNELS="regex:qgemv_m1|qgate_up_m1"
+# RUNS="llama-3-8b:int4-g128 llama-3-8b:int8" KERNELS="regex:qgemv_m1|qgate_up_m1" (per-launch table)
+# SECTION_KERNELS="regex:attention_decode" (sections; default KERNELS)
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -32,9 +33,9 @@ for (k, grid), rs in sorted(g.items()):
     print(f'{k:16s} {grid:>6s} {len(rs):4d} {t/1e3:8.2f} {b/1e6:8.2f} {b/t:7.0f} {rs[0]["launch__registers_per_thread"]:>4s} {num(rs[0]["sm__warps_active.avg.pct_of_peak_sustained_active"]):5.1f}')
 PY
   # Where the warps of the M = 1 kernels wait (one launch of each kind).
-  "$ncu" --clock-control none -k "$kernels" --launch-skip ${SKIP:-300} --launch-count 4 \
+  "$ncu" --clock-control none -k "${SECTION_KERNELS:-$kernels}" --launch-skip ${SKIP:-300} --launch-count 4 \
     --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
-    "${bench[@]}" 2>&1 | grep -vE "^==PROF==|^\s*$" | grep -A400 "qgemv\|qgate\|gemv_bf16\|gate_up" > "$out/ncu-sections-$shape-$w.txt"
+    "${bench[@]}" 2>&1 | grep -vE "^==PROF==|^\s*$" > "$out/ncu-sections-$shape-$w.txt"
 done
 for f in "${TACHYON_CACHE:-/tmp/tachyon-kernels}"/kernels/qgemv-*.cubin; do
   cuobjdump --dump-sass --function qgemv_m1,qgate_up_m1 "$f" >> "$out/sass-qgemv.txt" 2>&1

@@ -1,9 +1,17 @@
-# Tuning sweep of the quantized GEMV (kernels/qgemv.cu) on the 8B shape: chunks in flight per lane
-# (QDEPTH) and blocks per multiprocessor the registers must allow (QMINBLOCKS), M = 1 and 16.
-# Run via scripts/gpu-run.sh after the quantized GPU tests pass.
+#!/usr/bin/env bash
+# Tuning sweep of kernel constants: every define set in DEFINES (sets separated by spaces,
+# constants within a set by commas, "-" for the defaults) against every format in WEIGHTS and
+# shape in SHAPES, through TACHYON_KERNEL_DEFINES. Run via scripts/gpu-run.sh after the GPU tests
+# pass, e.g.
+#   DEFINES="- QDEPTH=2 QMINBLOCKS=2" WEIGHTS="int4-g128 int8" bash scripts/gpu-tune.sh
+#   DEFINES="GEMV_PREFETCH=4,GEMV_UNROLL=4 -" WEIGHTS=bf16 SHAPES="llama-3-8b llama-3.2-1b" bash scripts/gpu-tune.sh
 set -uo pipefail
-node --test --test-reporter=spec --test-name-pattern="quantized" dist/test-gpu/ 2>&1 | grep -E "^(✔|✖|ℹ (pass|fail))"
-for d in QDEPTH=1 QDEPTH=2 QDEPTH=4 QMINBLOCKS=2 QMINBLOCKS=3 QMINBLOCKS=4; do for w in int4-g128 int8 fp8; do
-  TACHYON_KERNEL_DEFINES=$d node dist/src/cli/main.js bench --shape llama-3-8b --weights $w --device cuda --ttft-tokens 0 \
-    --verify-rows 1,16 2>&1 | grep tok/s | sed "s/^/$d /"
-done; done
+DEFINES=${DEFINES:-"- QDEPTH=2 QDEPTH=4 QMINBLOCKS=2 QMINBLOCKS=4"}
+WEIGHTS=${WEIGHTS:-"int4-g128 int8 fp8"}
+VERIFY_ROWS=${VERIFY_ROWS:-1,16}
+for d in $DEFINES; do for shape in ${SHAPES:-llama-3-8b}; do for w in $WEIGHTS; do
+  defines=$d
+  [ "$d" = "-" ] && defines=""
+  TACHYON_KERNEL_DEFINES=$defines node dist/src/cli/main.js bench --shape "$shape" --weights "$w" --device cuda \
+    --ttft-tokens 0 --verify-rows "$VERIFY_ROWS" 2>&1 | grep tok/s | sed "s/^/$d /"
+done; done; done
