@@ -66,7 +66,10 @@ __device__ __forceinline__ void store_normed(const float4 (&v)[NORM_SLOTS], cons
   }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restrict__ x, const bf16_t* __restrict__ w,
+// y = rmsnorm(x), or with delta non-null, sum = x + delta and y = rmsnorm(sum): the residual add
+// fused with the next block's norm, so the residual stream is read once. q, qs, h as above.
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
+                                                           const bf16_t* __restrict__ w, float* __restrict__ sum,
                                                            float* __restrict__ y, int group, float eps,
                                                            signed char* __restrict__ q, float2* __restrict__ qs,
                                                            uint2* __restrict__ h) {
@@ -79,31 +82,12 @@ extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restri
   float ss = 0.0f;
   FOR_SLOTS(s, i4, n4) {
     v[s] = reinterpret_cast<const float4*>(x)[base4 + i4];
+    if (delta) {
+      const float4 d = reinterpret_cast<const float4*>(delta)[base4 + i4];
+      v[s] = float4{v[s].x + d.x, v[s].y + d.y, v[s].z + d.z, v[s].w + d.w};
+      reinterpret_cast<float4*>(sum)[base4 + i4] = v[s];
+    }
     ss += sum_squares(v[s]);
   }
   store_normed(v, wv, rsqrtf(block_sum(ss) / group + eps), n4, base4, y, q, qs, h);
-}
-
-// sum = x + delta; normed = rmsnorm(sum): the residual add fused with the next block's norm.
-// One block per row; q as in rmsnorm.
-extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
-                                                               const bf16_t* __restrict__ w, float* __restrict__ sum,
-                                                               float* __restrict__ normed, int cols, float eps,
-                                                               signed char* __restrict__ q, float2* __restrict__ qs,
-                                                               uint2* __restrict__ h) {
-  const int n4 = cols / 4;
-  uint2 wv[NORM_SLOTS];
-  FOR_SLOTS(s, i4, n4) wv[s] = reinterpret_cast<const uint2*>(w)[i4];
-  pdl_start();
-  const size_t base4 = (size_t)blockIdx.x * n4;
-  float4 v[NORM_SLOTS];
-  float ss = 0.0f;
-  FOR_SLOTS(s, i4, n4) {
-    const float4 a = reinterpret_cast<const float4*>(x)[base4 + i4];
-    const float4 d = reinterpret_cast<const float4*>(delta)[base4 + i4];
-    v[s] = float4{a.x + d.x, a.y + d.y, a.z + d.z, a.w + d.w};
-    reinterpret_cast<float4*>(sum)[base4 + i4] = v[s];
-    ss += sum_squares(v[s]);
-  }
-  store_normed(v, wv, rsqrtf(block_sum(ss) / cols + eps), n4, base4, normed, q, qs, h);
 }

@@ -396,7 +396,9 @@ export class CudaBackend implements Backend {
     const h = group === x.cols ? this.halfFor(out) : undefined;
     this.launch("rmsnorm", [groups, 1, 1], normThreads(group), [
       { ptr: (x as CudaTensor).ptr },
+      { ptr: 0 },
       { ptr: (weight as CudaTensor).ptr },
+      { ptr: 0 },
       { ptr: out.ptr },
       { i32: group },
       { f32: eps },
@@ -711,7 +713,7 @@ export class CudaBackend implements Backend {
     const normed = this.tensor(x.rows, x.cols);
     const q = this.int8For(normed);
     const h = this.halfFor(normed);
-    this.launch("add_rmsnorm", [x.rows, 1, 1], normThreads(x.cols), [
+    this.launch("rmsnorm", [x.rows, 1, 1], normThreads(x.cols), [
       { ptr: (x as CudaTensor).ptr },
       { ptr: (delta as CudaTensor).ptr },
       { ptr: (weight as CudaTensor).ptr },
