@@ -83,8 +83,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
     float* __restrict__ kcache, float* __restrict__ vcache, const int* __restrict__ positions,
     const int* __restrict__ fresh_from, const int* __restrict__ slots, const int* __restrict__ block_tables,
     const float* __restrict__ inv_freq, float* __restrict__ out, signed char* __restrict__ out_q,
-    float2* __restrict__ out_qs, unsigned short* __restrict__ out_h, int num_kv_heads, int max_blocks, int block_size, int window, float scale,
-    int rotate) {
+    float2* __restrict__ out_qs, unsigned short* __restrict__ out_h, int num_kv_heads, int max_blocks,
+    int block_size, int window, float scale, int rotate) {
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int num_heads = num_kv_heads * GROUP;

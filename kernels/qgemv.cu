@@ -124,10 +124,9 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
 #endif
 }
 
-// x as the kernels read it: float32 rows; for the integer schemes int8 rows with one (scale,
-// sum) per block of 32 (quantize_x); for fp8, x · FP8_X_SCALE as half (half_x).
+// x as the kernels read it: for the integer schemes int8 rows with one (scale, sum) per block of
+// 32 (quantize_x); for fp8, x · FP8_X_SCALE as half (half_x).
 struct XRows {
-  const float* f;
   const int* q;
   const float2* qs;
   const u32* h;
@@ -335,17 +334,16 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
   }
 }
 
-#define QGEMV(M)                                                                                      \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                       \
-      qgemv_m##M(QSegments s, const float* x, const int* xq, const float2* xqs, const u32* xh, int K,  \
-                 int group, int split) {                                                              \
-    qgemv<M>(s, XRows{x, xq, xqs, xh}, K, group, split);                                              \
-  }                                                                                                   \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                        \
-      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,         \
-      const bf16_t* bu, const float* x, const int* xq, const float2* xqs, const u32* xh, float* y,    \
-      unsigned short* yh, int N, int K, int group, int split) {                                       \
-    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{x, xq, xqs, xh}, y, yh, N, K, group, split);            \
+#define QGEMV(M)                                                                                       \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                        \
+      qgemv_m##M(QSegments s, const int* xq, const float2* xqs, const u32* xh, int K, int group, int split) { \
+    qgemv<M>(s, XRows{xq, xqs, xh}, K, group, split);                                                  \
+  }                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                         \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
+      const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
+      int N, int K, int group, int split) {                                                            \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, N, K, group, split);                \
   }
 QGEMV(1)
 QGEMV(2)

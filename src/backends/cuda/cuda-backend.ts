@@ -390,22 +390,7 @@ export class CudaBackend implements Backend {
 
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
     const out = this.tensor(x.rows, x.cols);
-    const group = weight.cols;
-    const groups = (x.rows * x.cols) / group;
-    const q = group === x.cols ? this.int8For(out) : undefined;
-    const h = group === x.cols ? this.halfFor(out) : undefined;
-    this.launch("rmsnorm", [groups, 1, 1], normThreads(group), [
-      { ptr: (x as CudaTensor).ptr },
-      { ptr: 0 },
-      { ptr: (weight as CudaTensor).ptr },
-      { ptr: 0 },
-      { ptr: out.ptr },
-      { i32: group },
-      { f32: eps },
-      { ptr: q?.q ?? 0 },
-      { ptr: q?.scales ?? 0 },
-      { ptr: h ?? 0 },
-    ]);
+    this.launchNorm(x, null, weight, null, out, eps);
     return out;
   }
 
@@ -484,7 +469,6 @@ export class CudaBackend implements Backend {
             { ptr: qu.scales },
             { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
             { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
-            { ptr: (x as CudaTensor).ptr + r * K * 4 },
             { ptr: xq.q && xq.q + r * K },
             { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
             { ptr: xh && xh + r * K * 2 },
@@ -568,7 +552,6 @@ export class CudaBackend implements Backend {
         [256, 1, 1],
         [
           { bytes: new Uint8Array(seg.buffer) },
-          { ptr: (x as CudaTensor).ptr + r * K * 4 },
           { ptr: xq.q && xq.q + r * K },
           { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
           { ptr: xh && xh + r * K * 2 },
@@ -618,7 +601,7 @@ export class CudaBackend implements Backend {
 
   /**
    * x rounded to int8 per block of 32, with a (scale, sum) per block, for the integer-weight GEMV
-   * (kernels/qgemv.cu); fp8 weights read x as it is (null pointers).
+   * (kernels/qgemv.cu); fp8 weights read the half copy instead (null pointers).
    */
   private int8Rows(x: Tensor, q: DeviceQuant): Int8Rows {
     if (q.scheme === "fp8") return { q: 0, scales: 0 };
@@ -711,21 +694,38 @@ export class CudaBackend implements Backend {
   addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
     const sum = this.tensor(x.rows, x.cols);
     const normed = this.tensor(x.rows, x.cols);
-    const q = this.int8For(normed);
-    const h = this.halfFor(normed);
-    this.launch("rmsnorm", [x.rows, 1, 1], normThreads(x.cols), [
+    this.launchNorm(x, delta, weight, sum, normed, eps);
+    return [sum, normed];
+  }
+
+  /**
+   * out = rmsnorm(x), or with delta, sum = x + delta and out = rmsnorm(sum), over groups of
+   * weight.cols values (kernels/norm.cu). Whole-row norms also write the int8 and half copies a
+   * quantized product reads.
+   */
+  private launchNorm(
+    x: Tensor,
+    delta: Tensor | null,
+    weight: Tensor,
+    sum: CudaTensor | null,
+    out: CudaTensor,
+    eps: number,
+  ): void {
+    const group = weight.cols;
+    const q = group === x.cols ? this.int8For(out) : undefined;
+    const h = group === x.cols ? this.halfFor(out) : undefined;
+    this.launch("rmsnorm", [(x.rows * x.cols) / group, 1, 1], normThreads(group), [
       { ptr: (x as CudaTensor).ptr },
-      { ptr: (delta as CudaTensor).ptr },
+      { ptr: delta ? (delta as CudaTensor).ptr : 0 },
       { ptr: (weight as CudaTensor).ptr },
-      { ptr: sum.ptr },
-      { ptr: normed.ptr },
-      { i32: x.cols },
+      { ptr: sum?.ptr ?? 0 },
+      { ptr: out.ptr },
+      { i32: group },
       { f32: eps },
       { ptr: q?.q ?? 0 },
       { ptr: q?.scales ?? 0 },
       { ptr: h ?? 0 },
     ]);
-    return [sum, normed];
   }
 
   attention(
