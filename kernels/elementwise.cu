@@ -85,12 +85,13 @@ extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long 
     out[i] = hash32((u32)i * 2u + hash32(seed) + (u32)(i >> 31)) & mask;
 }
 
-// Index of each row's largest value (ties → lowest index); one block of 1024 threads per row.
+// Index of each row's largest value (ties → lowest index; 0 for a row with nothing above -inf, as
+// on the CPU, never an index past the row); one block of 1024 threads per row.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols) {
   pdl_start();
   const float* r = x + (size_t)blockIdx.x * cols;
   float best = -INFINITY;
-  int idx = 0x7fffffff;
+  int idx = 0;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) {
     if (r[i] > best) {
       best = r[i];

@@ -293,6 +293,18 @@ test("embed, gather of output rows", () => {
   compare("gatherOutputRows", cpu.gatherOutputRows(xc, sc), gpu.gatherOutputRows(xg, sg), 0);
 });
 
+test("argmaxRows: the largest value, the lowest index on ties, and 0 for a row of NaN, as on the CPU", () => {
+  fresh();
+  const V = 3000;
+  const data = randn(4 * V, 1);
+  data[V + 2999] = 50; // row 1: the last column
+  data[2 * V + 7] = data[2 * V + 1234] = 60; // row 2: a tie
+  data.fill(NaN, 3 * V, 4 * V); // row 3: nothing comparable (kernels left out, an overflow)
+  const want = cpu.argmaxRows(new CpuTensor(4, V, data));
+  assert.deepEqual([...want.slice(1)], [2999, 7, 0]);
+  assert.deepEqual([...gpu.argmaxRows(uploadRows(data, 4, V))], [...want]);
+});
+
 /**
  * Attention with rope and the KV write over a sequence of steps: 200 rows on tensor cores; then 1,
  * 13 and 37 rows whose keys the decode kernel rotates and caches itself (clusters of 8 blocks up
