@@ -20,6 +20,13 @@ const LAUNCH_CONFIG_BYTES = 56 + 2 * 72;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 const CU_MEMHOSTALLOC_PORTABLE = 1;
 
+/**
+ * Kernels never launched, by name without the row-count suffix (TACHYON_SKIP=rmsnorm,qgate_up): a
+ * measurement tool, not a mode. Results are garbage, but the step's time without those kernels is
+ * what they cost inside the captured graph (scripts/gpu-skip.sh).
+ */
+const skipped = new Set((process.env.TACHYON_SKIP ?? "").split(",").filter(Boolean));
+
 export class CudaContext {
   readonly info: DeviceInfo;
   readonly stream: Handle;
@@ -144,6 +151,7 @@ export class CudaContext {
     sharedBytes = 0,
     cluster = 1,
   ): void {
+    if (skipped.size && skipped.has(what.replace(/_m\d+$/, ""))) return;
     if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
     const v = this.argView;
     let offset = 0;
