@@ -6,8 +6,8 @@
 set -uo pipefail
 SKIPS=${SKIPS:-"- rmsnorm quantize_x attention_decode rmsnorm,quantize_x,attention_decode qgemv qgate_up qgemv,qgate_up"}
 for shape in ${SHAPES:-llama-3-8b}; do for w in ${WEIGHTS:-int4-g128}; do for skip in $SKIPS; do
-  set_=$skip
-  [ "$skip" = "-" ] && set_=""
-  TACHYON_SKIP=$set_ node dist/src/cli/main.js bench --shape "$shape" --weights "$w" --device cuda \
+  names=$skip
+  [ "$skip" = "-" ] && names=""
+  TACHYON_SKIP=$names node dist/src/cli/main.js bench --shape "$shape" --weights "$w" --device cuda \
     --gen-tokens "${GEN_TOKENS:-128}" --ttft-tokens 0 2>&1 >/dev/null | grep tok/s | sed "s/^/skip [$skip] /"
 done; done; done

@@ -228,28 +228,28 @@ test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
   const [deltaC, deltaG] = activation(3, 8192);
   const [ww, wwg] = weight([8192]);
   compare("rmsNorm wide rows", cpu.rmsNorm(wideC, ww, 1e-6), gpu.rmsNorm(wideG, wwg, 1e-6));
-  const [qc, qg] = quantizedOnBoth("int4", 96, 8192, 128);
-  const [sumC, normC] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
-  const [sumG, normG] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
-  compare("addRmsNorm wide sum", sumC, sumG);
-  compare("int4 product of addRmsNorm's int8 copy", cpu.linear(normC, qc), gpu.linear(normG, qg), 1.5e-2);
-  compare(
-    "int4 product of rmsNorm's int8 copy",
-    cpu.linear(cpu.rmsNorm(wideC, ww, 1e-6), qc),
-    gpu.linear(gpu.rmsNorm(wideG, wwg, 1e-6), qg),
-    1.5e-2,
-  );
-  // And the half copies for fp8 weights (made once a model has an fp8 weight).
-  const [fc, fg] = quantizedOnBoth("fp8", 96, 8192, 128);
-  const [, normC2] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
-  const [, normG2] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
-  compare("fp8 product of addRmsNorm's half copy", cpu.linear(normC2, fc), gpu.linear(normG2, fg), 3e-3);
-  compare(
-    "fp8 product of rmsNorm's half copy",
-    cpu.linear(cpu.rmsNorm(wideC, ww, 1e-6), fc),
-    gpu.linear(gpu.rmsNorm(wideG, wwg, 1e-6), fg),
-    3e-3,
-  );
+  // The weight comes first: the half copies for fp8 are made once a model has an fp8 weight.
+  for (const [scheme, copy, tol] of [
+    ["int4", "int8", 1.5e-2],
+    ["fp8", "half", 3e-3],
+  ] as [QuantScheme, string, number][]) {
+    const [qc, qg] = quantizedOnBoth(scheme, 96, 8192, 128);
+    const [sumC, normC] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
+    const [sumG, normG] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
+    compare("addRmsNorm wide sum", sumC, sumG);
+    compare(
+      `${scheme} product of addRmsNorm's ${copy} copy`,
+      cpu.linear(normC, qc),
+      gpu.linear(normG, qg),
+      tol,
+    );
+    compare(
+      `${scheme} product of rmsNorm's ${copy} copy`,
+      cpu.linear(cpu.rmsNorm(wideC, ww, 1e-6), qc),
+      gpu.linear(gpu.rmsNorm(wideG, wwg, 1e-6), qg),
+      tol,
+    );
+  }
   // gate·up's outputs feed the down product; small inputs keep them where a model's MLP
   // activations are (this test's fp8 codes are uniform over all 256, so outputs of unit inputs
   // would be in the tens of thousands, beyond what half holds once multiplied by codes of 448).
