@@ -34,10 +34,19 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #define CHUNK_K 16
 #endif
 #define CHUNK_WORDS ((int)sizeof(chunk_t) / 4)
-// Chunks per row each lane keeps in flight (measured on the H100: 1 beats 2 and 4, whose
-// registers cost more occupancy than the extra loads bring; scripts/gpu-tune.sh).
+// Chunks per row each lane keeps in flight: QDEPTH, and QDEPTH_SMALL in steps of at most
+// QSMALL_M rows. Measured on the H100 (scripts/gpu-tune.sh): one-row steps of int8 and fp8 gain
+// 3% and 2% from two (their products stream more bytes per kernel, so deeper loads pay), int4
+// loses 10% and steps of 2 or more rows lose too, whose registers cost more occupancy than the
+// extra loads bring.
 #ifndef QDEPTH
 #define QDEPTH 1
+#endif
+#ifndef QDEPTH_SMALL
+#define QDEPTH_SMALL (QFMT == 0 || QFMT == 3 ? 2 : 1)
+#endif
+#ifndef QSMALL_M
+#define QSMALL_M 1
 #endif
 // Blocks per multiprocessor the register allocation must allow (__launch_bounds__): 3 measured
 // best for int8 and fp8 and for steps of 16 rows, level for int4 (scripts/gpu-tune.sh).
@@ -177,7 +186,7 @@ __device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const f
 }
 
 // acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
-// A software pipeline QDEPTH chunks deep: each chunk's load (with its scale) is issued QDEPTH
+// A software pipeline `depth` chunks deep: each chunk's load (with its scale) is issued `depth`
 // chunks before its use, the first ones before pdl_wait() (weights are never written by earlier
 // kernels).
 template <int M>
@@ -187,8 +196,9 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
   const int first = lane + 32 * part, stride = 32 * split;
-  chunk_t pre[QDEPTH][ROWS];
-  float2 pre_s[QDEPTH][ROWS];
+  constexpr int depth = M <= QSMALL_M ? QDEPTH_SMALL : QDEPTH;
+  chunk_t pre[depth][ROWS];
+  float2 pre_s[depth][ROWS];
   auto fetch = [&](int d, int c) {
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -197,19 +207,19 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
     }
   };
 #pragma unroll
-  for (int d = 0; d < QDEPTH; d++)
+  for (int d = 0; d < depth; d++)
     if (first + d * stride < chunks) fetch(d, first + d * stride);
   pdl_start();
-  for (int c0 = first; c0 < chunks; c0 += QDEPTH * stride) {
+  for (int c0 = first; c0 < chunks; c0 += depth * stride) {
 #pragma unroll
-    for (int d = 0; d < QDEPTH; d++) {
+    for (int d = 0; d < depth; d++) {
       const int c = c0 + d * stride;
       if (c >= chunks) break;
       chunk_t w[ROWS];
       float2 s[ROWS];
 #pragma unroll
       for (int r = 0; r < ROWS; r++) w[r] = pre[d][r], s[r] = pre_s[d][r];
-      if (c + QDEPTH * stride < chunks) fetch(d, c + QDEPTH * stride);
+      if (c + depth * stride < chunks) fetch(d, c + depth * stride);
       chunk_products<M>(w, s, x, K, c, acc);
     }
   }

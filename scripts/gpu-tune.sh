@@ -6,7 +6,7 @@
 #   DEFINES="- QDEPTH=2 QMINBLOCKS=2" WEIGHTS="int4-g128 int8" bash scripts/gpu-tune.sh
 #   DEFINES="GEMV_PREFETCH=4,GEMV_UNROLL=4 -" WEIGHTS=bf16 SHAPES="llama-3-8b llama-3.2-1b" bash scripts/gpu-tune.sh
 set -uo pipefail
-DEFINES=${DEFINES:-"- QDEPTH=2 QDEPTH=4 QMINBLOCKS=2 QMINBLOCKS=4"}
+DEFINES=${DEFINES:-"- QDEPTH_SMALL=1 QDEPTH=2 QMINBLOCKS=2 QMINBLOCKS=4"}
 WEIGHTS=${WEIGHTS:-"int4-g128 int8 fp8"}
 VERIFY_ROWS=${VERIFY_ROWS:-1,16}
 for d in $DEFINES; do for shape in ${SHAPES:-llama-3-8b}; do for w in $WEIGHTS; do
