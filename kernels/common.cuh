@@ -42,9 +42,35 @@ __device__ __forceinline__ unsigned short f32_to_h(float v) {
 // Programmatic dependent launch (Hopper): kernels are launched before their predecessor ends.
 // Each kernel calls pdl_wait() before reading anything an earlier kernel wrote (weights may be
 // read before it), and pdl_launch_dependents() to let the next kernel start its own prologue.
+#ifdef TIMELINE
+// Measurement tool (TACHYON_TIMELINE=1, src/backends/cuda/timeline.ts), compiled only when on:
+// thread 0 of each kernel's first block records when it reached pdl_wait() and when it passed it
+// (global nanoseconds), and the kernel's block count. Kernels pass their waits in launch order,
+// so the records come in that order; one kernel's pass to the next one's is what the kernel
+// costs inside the graph. The host points `timeline` at [count, then TIMELINE records of 3].
+__device__ unsigned long long* timeline;
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#endif
 __device__ __forceinline__ void pdl_wait() {
+#ifdef TIMELINE
+  const unsigned long long arrive = global_ns();
+#endif
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+#ifdef TIMELINE
+  if (timeline && (threadIdx.x | threadIdx.y | threadIdx.z | blockIdx.x | blockIdx.y | blockIdx.z) == 0) {
+    const unsigned long long leave = global_ns(), i = atomicAdd(timeline, 1ull);
+    if (i < TIMELINE) {
+      timeline[1 + 3 * i] = arrive;
+      timeline[2 + 3 * i] = leave;
+      timeline[3 + 3 * i] = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
+    }
+  }
 #endif
 }
 __device__ __forceinline__ void pdl_launch_dependents() {

@@ -48,6 +48,9 @@ test(
       job(name, "sm_90a", { HEAD_DIM: 64, GROUP: 1 });
       job(name, "sm_80", { HEAD_DIM: 16, GROUP: 2 });
     }
+    // With the kernel timeline's recording (TACHYON_TIMELINE, kernels/common.cuh).
+    for (const name of [...kernelSources, ...variantSources])
+      job(name, "sm_90a", { HEAD_DIM: 128, GROUP: 4, QFMT: 1, TIMELINE: 1024 });
     for (const name of variantSources) {
       for (const qfmt of Object.values(qgemvFormat)) {
         job(name, "sm_90a", { QFMT: qfmt });

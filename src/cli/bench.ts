@@ -18,6 +18,7 @@ import { schemeBits, type QuantScheme } from "../quant/quantized-weight.js";
 import type { ModelConfig } from "../model/config.js";
 import type { ModelWeights } from "../model/transformer.js";
 import { profilingBackend, type OpProfile } from "../backends/cuda/profile.js";
+import { summarise, type Timeline, type TimelineRow } from "../backends/cuda/timeline.js";
 import { benchSpeculation, type SpecBenchResult } from "./bench-spec.js";
 
 export interface BenchResult {
@@ -43,6 +44,8 @@ export interface BenchResult {
   verify_step_ms: Record<string, number> | null;
   /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
   spec: SpecBenchResult | null;
+  /** With TACHYON_TIMELINE=1: each kernel's cost inside the decode graph (timeline.ts). */
+  timeline: { runs: number; run_us: number; kernels: TimelineRow[] } | null;
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -96,6 +99,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
 
   const { decodeMs } = decode(executor, randomIds(promptTokens), genTokens);
   const tokS = ((genTokens - 1) * 1000) / decodeMs;
+  const timeline = gpu?.timeline ? decodeTimeline(gpu.timeline, executor, randomIds(promptTokens), 64) : null;
 
   const verifyMs = verifyRows.length
     ? Object.fromEntries(verifyRows.map((m) => [String(m), verifyStepMs(executor, randomIds, m)]))
@@ -132,6 +136,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     ttft_prompt_tokens: ttftTokens > 0 ? ttftTokens : null,
     verify_step_ms: verifyMs,
     spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
+    timeline: timeline && { runs: timeline.runs, run_us: timeline.runUs, kernels: timeline.rows },
   };
   const line = JSON.stringify(result, null, 2);
   process.stdout.write(line + "\n");
@@ -150,6 +155,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "\n",
   );
   if (result.spec) printSpec(result.spec);
+  if (timeline) printTimeline(timeline);
   if (values.out) fs.writeFileSync(values.out, line + "\n");
   if (values.profile && gpu) profileSteps(gpu, cfg, weights, randomIds(512));
   return 0;
@@ -255,6 +261,42 @@ function printProfile(what: string, rows: OpProfile[]): void {
     );
   }
   process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
+}
+
+/** The kernel timeline of `steps` decode steps after a prefill of `prompt`. */
+function decodeTimeline(
+  timeline: Timeline,
+  executor: ModelExecutor,
+  prompt: number[],
+  steps: number,
+): ReturnType<typeof summarise> {
+  const seq = executor.newSequence();
+  try {
+    let token = 0;
+    for (let i = 0; i < prompt.length; i += 512)
+      [token] = executor.stepGreedy([{ seq, tokens: prompt.slice(i, i + 512) }]);
+    timeline.start();
+    for (let i = 0; i < steps; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
+    return summarise(timeline.stop());
+  } finally {
+    seq.free();
+  }
+}
+
+function printTimeline({ rows, runUs, runs }: ReturnType<typeof summarise>): void {
+  process.stderr.write(
+    `inside the decode graph (${runs} steps, from each kernel passing its wait to the next one passing its own):\n` +
+      `  ${"kernel".padEnd(34)} per step  mean us  us/step  share  first block waited us\n`,
+  );
+  for (const r of rows) {
+    process.stderr.write(
+      `  ${r.kernel.padEnd(34)} ${r.perRun.toFixed(0).padStart(8)} ${r.meanUs.toFixed(2).padStart(8)} ` +
+        `${r.runUs.toFixed(1).padStart(8)} ${((100 * r.runUs) / runUs).toFixed(1).padStart(5)}% ${r.waitedUs.toFixed(2).padStart(8)}\n`,
+    );
+  }
+  process.stderr.write(
+    `  ${"total (the last kernel untimed)".padEnd(34)} ${runUs.toFixed(1).padStart(26)}\n`,
+  );
 }
 
 /**

@@ -27,6 +27,16 @@ const CU_MEMHOSTALLOC_PORTABLE = 1;
  */
 const skipped = new Set((process.env.TACHYON_SKIP ?? "").split(",").filter(Boolean));
 
+/** Whether launches are traced for the kernel timeline (TACHYON_TIMELINE=1, timeline.ts). */
+export const tracing = Boolean(process.env.TACHYON_TIMELINE);
+
+/** A traced kernel launch: its name, block count, and the graph replay it ran in (-1: none). */
+export interface TracedLaunch {
+  what: string;
+  blocks: number;
+  run: number;
+}
+
 export class CudaContext {
   readonly info: DeviceInfo;
   readonly stream: Handle;
@@ -43,6 +53,12 @@ export class CudaContext {
    * predecessor finishes; kernels wait (griddepcontrol.wait) before reading earlier results.
    */
   readonly dependentLaunch: boolean;
+  // While tracing: launches in order (a replay adds the kernels its graph captured), and the
+  // captured kernels of each graph.
+  private traced: TracedLaunch[] = [];
+  private captured: TracedLaunch[] | null = null;
+  private readonly graphLaunches = new Map<Handle, TracedLaunch[]>();
+  private replays = 0;
 
   constructor(
     readonly driver: Driver,
@@ -132,6 +148,21 @@ export class CudaContext {
     return m[0];
   }
 
+  /** Sets the pointer-sized global `name` of `module` to `value`. */
+  setGlobalPointer(module: Handle, name: string, value: DevicePtr): void {
+    const at = [0];
+    const bytes = [0];
+    this.driver.call("cuModuleGetGlobal_v2", [at, bytes, module, name]);
+    this.upload(Number(at[0]), new BigUint64Array([BigInt(value)]));
+  }
+
+  /** The launches traced since the last call (see `tracing`). */
+  takeTrace(): TracedLaunch[] {
+    const t = this.traced;
+    this.traced = [];
+    return t;
+  }
+
   /** The kernel `name` in `module`, or null if the module has none. */
   findFunction(module: Handle, name: string): Handle | null {
     const f = [null] as unknown[];
@@ -152,6 +183,7 @@ export class CudaContext {
     cluster = 1,
   ): void {
     if (skipped.size && skipped.has(what.replace(/_m\d+$/, ""))) return;
+    if (tracing) (this.captured ?? this.traced).push({ what, blocks: grid[0] * grid[1] * grid[2], run: -1 });
     if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
     const v = this.argView;
     let offset = 0;
@@ -198,19 +230,27 @@ export class CudaContext {
   capture(body: () => void): Handle {
     this.driver.call("cuStreamBeginCapture_v2", [this.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL]);
     const graph = [null] as unknown[];
+    const launches: TracedLaunch[] = [];
+    if (tracing) this.captured = launches;
     try {
       body();
     } finally {
+      this.captured = null;
       this.driver.call("cuStreamEndCapture", [this.stream, graph]);
     }
     const exec = [null] as unknown[];
     this.driver.call("cuGraphInstantiateWithFlags", [exec, graph[0], 0]);
     this.driver.call("cuGraphDestroy", [graph[0]]);
+    if (tracing) this.graphLaunches.set(exec[0], launches);
     return exec[0];
   }
 
   replay(exec: Handle): void {
     this.driver.call("cuGraphLaunch", [exec, this.stream]);
+    if (tracing) {
+      const run = this.replays++;
+      for (const l of this.graphLaunches.get(exec) ?? []) this.traced.push({ ...l, run });
+    }
   }
 
   /** An event recorded on the stream now (for timing with elapsedMs). */

@@ -21,11 +21,12 @@ import type { RopeConfig } from "../../model/rope.js";
 import type { QuantizedWeight, QuantScheme } from "../../quant/quantized-weight.js";
 import { randomQuantPlan } from "../../quant/random-codes.js";
 import { chunkWeights, checkDeviceSupport, deviceLayout, qgemvFormat } from "./quant-layout.js";
-import { CudaContext, gib, type KernelArg } from "./context.js";
+import { CudaContext, gib, tracing, type KernelArg } from "./context.js";
 import { CudaError, Driver, type DevicePtr, type Handle } from "./driver.js";
 import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
+import { Timeline } from "./timeline.js";
 import { freshFrom, prefillTiles } from "./step-runs.js";
 
 /** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
@@ -185,6 +186,8 @@ export class CudaBackend implements Backend {
   private constructor(
     readonly ctx: CudaContext,
     private readonly kernels: Kernels,
+    /** The kernel timeline, when TACHYON_TIMELINE is set (timeline.ts). */
+    readonly timeline: Timeline | undefined,
     private readonly cfg: ModelConfig,
     arenaBytes: number,
     private readonly lt: CublasLt | null,
@@ -209,15 +212,22 @@ export class CudaBackend implements Backend {
     const freshKeys = options.freshKeys ?? Math.floor(7168 / cfg.headDim);
     normThreads(cfg.hiddenSize); // refuses a model the norm kernel cannot hold, before any upload
     if (cfg.qkNorm) normThreads(cfg.headDim);
-    const kernels = new Kernels(ctx, Nvrtc.load(), {
-      NORM_SLOTS: normSlots,
-      HEAD_DIM: cfg.headDim,
-      GROUP: cfg.numHeads / cfg.numKvHeads,
-      MAX_FRESH: freshKeys,
-    });
+    const timeline = tracing ? new Timeline(ctx) : undefined;
+    const kernels = new Kernels(
+      ctx,
+      Nvrtc.load(),
+      {
+        NORM_SLOTS: normSlots,
+        HEAD_DIM: cfg.headDim,
+        GROUP: cfg.numHeads / cfg.numKvHeads,
+        MAX_FRESH: freshKeys,
+      },
+      timeline,
+    );
     return new CudaBackend(
       ctx,
       kernels,
+      timeline,
       cfg,
       activationBytes(cfg, options.maxRows),
       CublasLt.tryLoad(ctx).lt,

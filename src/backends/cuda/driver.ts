@@ -68,6 +68,7 @@ export class Driver {
       "int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t count, void *stream)",
       "int cuModuleLoadData(_Out_ void **module, const void *image)",
       "int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)",
+      "int cuModuleGetGlobal_v2(_Out_ uint64_t *dptr, _Out_ size_t *bytes, void *module, const char *name)",
       "int cuFuncSetAttribute(void *fn, int attrib, int value)",
       "int cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, void *stream, uint64_t params, uint64_t extra)",
       "int cuLaunchKernelEx(uint64_t config, void *f, uint64_t params, uint64_t extra)",

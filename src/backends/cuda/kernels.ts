@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { CudaContext } from "./context.js";
 import type { Handle } from "./driver.js";
 import type { Nvrtc } from "./nvrtc.js";
+import type { Timeline } from "./timeline.js";
 
 export const kernelDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../../kernels");
 export const kernelSources = [
@@ -43,6 +44,8 @@ export class Kernels {
     private readonly ctx: CudaContext,
     private readonly nvrtc: Nvrtc,
     defines: Record<string, number>,
+    /** Compiles every kernel with the timeline's recording and points it at its buffer. */
+    private readonly timeline?: Timeline,
   ) {
     this.common = fs.readFileSync(path.join(kernelDir, "common.cuh"), "utf8");
     this.arch = targetArch(ctx.info.computeCapability);
@@ -51,7 +54,7 @@ export class Kernels {
       const [k, v] = kv.split("=");
       defines = { ...defines, [k.trim()]: Number(v) };
     }
-    this.defines = defines;
+    this.defines = { ...defines, ...timeline?.defines };
     for (const name of kernelSources) this.modules.push(this.build(name, {}));
   }
 
@@ -60,7 +63,9 @@ export class Kernels {
     // Only the constants a source uses: a model with another head size reuses the GEMV cubin.
     const all = { ...this.defines, ...extra };
     const used = Object.fromEntries(Object.entries(all).filter(([k]) => source.includes(k)));
-    return this.ctx.loadModule(this.nvrtc.compile(name, source, this.arch, used), `${name}.cu`);
+    const module = this.ctx.loadModule(this.nvrtc.compile(name, source, this.arch, used), `${name}.cu`);
+    this.timeline?.attach(module);
+    return module;
   }
 
   /** Kernel `name` of a variant source built with `extra` defines (compiled on first use). */
