@@ -10,6 +10,7 @@ import { TachyonError } from "../errors.js";
 import { createBackend, type Device } from "../backends/select.js";
 import { CudaBackend } from "../backends/cuda/cuda-backend.js";
 import { ModelExecutor } from "../engine/executor.js";
+import type { SequenceKv } from "../engine/kv-cache.js";
 import { Rng } from "../engine/rng.js";
 import { parseConfig } from "../model/config.js";
 import { configJson, namedShapes } from "../model/random-checkpoint.js";
@@ -272,9 +273,7 @@ function decodeTimeline(
 ): ReturnType<typeof summarise> {
   const seq = executor.newSequence();
   try {
-    let token = 0;
-    for (let i = 0; i < prompt.length; i += 512)
-      [token] = executor.stepGreedy([{ seq, tokens: prompt.slice(i, i + 512) }]);
+    let token = prefill(executor, seq, prompt);
     timeline.start();
     for (let i = 0; i < steps; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
     return summarise(timeline.stop());
@@ -333,13 +332,19 @@ function decode(
   const seq = executor.newSequence();
   try {
     const t0 = performance.now();
-    let token = 0;
-    for (let i = 0; i < prompt.length; i += 512)
-      [token] = executor.stepGreedy([{ seq, tokens: prompt.slice(i, i + 512) }]);
+    let token = prefill(executor, seq, prompt);
     const t1 = performance.now();
     for (let i = 1; i < count; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
     return { firstTokenMs: t1 - t0, decodeMs: performance.now() - t1 };
   } finally {
     seq.free();
   }
+}
+
+/** Feeds `prompt` to `seq` in chunks the backend accepts; returns the greedy next token. */
+function prefill(executor: ModelExecutor, seq: SequenceKv, prompt: number[]): number {
+  let token = 0;
+  for (let i = 0; i < prompt.length; i += 512)
+    [token] = executor.stepGreedy([{ seq, tokens: prompt.slice(i, i + 512) }]);
+  return token;
 }

@@ -53,9 +53,10 @@ export class CudaContext {
    * predecessor finishes; kernels wait (griddepcontrol.wait) before reading earlier results.
    */
   readonly dependentLaunch: boolean;
-  // While tracing: launches in order (a replay adds the kernels its graph captured), and the
-  // captured kernels of each graph.
-  private traced: TracedLaunch[] = [];
+  // While tracing: the captured kernels of each graph, and between startTrace() and takeTrace()
+  // the launches in order (a replay adds the kernels its graph captured); nothing is kept
+  // outside such a window, so a long-running server with tracing on does not grow.
+  private traced: TracedLaunch[] | null = null;
   private captured: TracedLaunch[] | null = null;
   private readonly graphLaunches = new Map<Handle, TracedLaunch[]>();
   private replays = 0;
@@ -156,10 +157,15 @@ export class CudaContext {
     this.upload(Number(at[0]), new BigUint64Array([BigInt(value)]));
   }
 
-  /** The launches traced since the last call (see `tracing`). */
-  takeTrace(): TracedLaunch[] {
-    const t = this.traced;
+  /** Starts keeping the launches (see `tracing`). */
+  startTrace(): void {
     this.traced = [];
+  }
+
+  /** The launches since startTrace(); stops keeping them. */
+  takeTrace(): TracedLaunch[] {
+    const t = this.traced ?? [];
+    this.traced = null;
     return t;
   }
 
@@ -183,7 +189,7 @@ export class CudaContext {
     cluster = 1,
   ): void {
     if (skipped.size && skipped.has(what.replace(/_m\d+$/, ""))) return;
-    if (tracing) (this.captured ?? this.traced).push({ what, blocks: grid[0] * grid[1] * grid[2], run: -1 });
+    if (tracing) (this.captured ?? this.traced)?.push({ what, blocks: grid[0] * grid[1] * grid[2], run: -1 });
     if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
     const v = this.argView;
     let offset = 0;
@@ -247,7 +253,7 @@ export class CudaContext {
 
   replay(exec: Handle): void {
     this.driver.call("cuGraphLaunch", [exec, this.stream]);
-    if (tracing) {
+    if (this.traced) {
       const run = this.replays++;
       for (const l of this.graphLaunches.get(exec) ?? []) this.traced.push({ ...l, run });
     }

@@ -44,7 +44,7 @@ export class Timeline {
   start(): void {
     this.ctx.synchronize();
     this.ctx.upload(this.buffer, new BigUint64Array(1));
-    this.ctx.takeTrace();
+    this.ctx.startTrace();
   }
 
   /** The launches since start(), each with its record. */
