@@ -1,4 +1,5 @@
-// Matrix-vector products for M = 1..16 rows with weights below 16 bits, dequantized in registers.
+// Matrix-vector products for M = 1..16 rows with weights below 16 bits, dequantized in registers;
+// for steps of more rows than the crossover, products on the tensor cores (qmma, at the end).
 // One source per scheme: QFMT selects it at compile time (0 int8, 1 int4, 2 int2, 3 fp8), so a
 // model compiles only the scheme it uses. y is float32, as in gemv.cu.
 //
@@ -87,22 +88,23 @@ __device__ __forceinline__ u32 word(const chunk_t& c, int i) { return reinterpre
 #define CENTRE (QFMT == 1 ? 8 : QFMT == 2 ? 2 : 0)
 #define DOT_SCALE (QFMT == 1 ? 16 : QFMT == 2 ? 64 : 1)
 
-// Four consecutive codes (k = 4q .. 4q + 3 of the chunk) as signed bytes, DOT_SCALE · (code -
-// CENTRE), from the host's order.
-__device__ __forceinline__ int code_quad(const chunk_t& c, int q) {
-#if QFMT == 0
-  return (int)word(c, q);  // int8: bytes in k order
-#elif QFMT == 1
+// Codes per 32-bit word, and per quad of four (k = 4q .. 4q + 3 of a chunk) that one word holds.
+#define QUADS_PER_WORD (QFMT == 1 ? 2 : QFMT == 2 ? 4 : 1)
+
+// Quad q's four codes as signed bytes, DOT_SCALE · (code - CENTRE), from the word holding it (the
+// host's order).
+__device__ __forceinline__ int quad_codes(u32 w, int q) {
+#if QFMT == 1
   // int4 word i holds k = 8i + b in the low nibble of byte b and k = 8i + 4 + b in the high one.
-  const u32 w = word(c, q >> 1);
   return (int)(((q & 1 ? w : w << 4) & 0xF0F0F0F0u) ^ 0x80808080u);
 #elif QFMT == 2
   // int2 word i holds k = 16i + 4s + b in bits 2s..2s+1 of byte b.
-  return (int)(((word(c, q >> 2) << (6 - 2 * (q & 3))) & 0xC0C0C0C0u) ^ 0x80808080u);
+  return (int)(((w << (6 - 2 * (q & 3))) & 0xC0C0C0C0u) ^ 0x80808080u);
 #else
-  return 0;
+  return (int)w;  // int8: bytes in k order
 #endif
 }
+__device__ __forceinline__ int code_quad(const chunk_t& c, int q) { return quad_codes(word(c, q / QUADS_PER_WORD), q); }
 
 // fp8 e4m3 codes 2j, 2j + 1 of a word as half2 (exact). Ada and Hopper convert in hardware;
 // before them, sign and magnitude bits moved into half's places read as value / 256, which one
@@ -119,18 +121,28 @@ __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
 #endif
 }
 
-// Scale and offset of the group holding chunk c of row r, for code_quad's (or fp8_pair's) values.
-__device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
+// The stored scale of row r's group holding k: integer schemes a half2 (scale, offset), fp8 a
+// float per 128×128 block.
+__device__ __forceinline__ u32 scale_word(const void* scales, int r, int k, int K, int group) {
 #if QFMT == 3
-  const int blocks_per_row = (K + 127) / 128;
-  return float2{reinterpret_cast<const float*>(scales)[(r / 128) * blocks_per_row + (c * CHUNK_K) / 128] / FP8_X_SCALE,
-                0.0f};
+  return reinterpret_cast<const u32*>(scales)[(r / 128) * ((K + 127) / 128) + k / 128];
 #else
-  const int groups = K / group;
-  const float2 f = h2_to_f32x2(reinterpret_cast<const u32*>(scales)[(size_t)r * groups + (c * CHUNK_K) / group]);
+  return reinterpret_cast<const u32*>(scales)[(size_t)r * (K / group) + k / group];
+#endif
+}
+// A stored scale as (scale, offset) for code_quad's (or fp8_pair's) values.
+__device__ __forceinline__ float2 decode_scale(u32 v) {
+#if QFMT == 3
+  return float2{__uint_as_float(v) / FP8_X_SCALE, 0.0f};
+#else
+  const float2 f = h2_to_f32x2(v);
   // w = DOT_SCALE · (code - CENTRE) · s / DOT_SCALE + (o + CENTRE · s)
   return float2{f.x * (1.0f / DOT_SCALE), f.y + CENTRE * f.x};
 #endif
+}
+// Scale and offset of the group holding chunk c of row r.
+__device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
+  return decode_scale(scale_word(scales, r, c * CHUNK_K, K, group));
 }
 
 // x as the kernels read it: for the integer schemes int8 rows with one (scale, sum) per block of
@@ -239,24 +251,35 @@ struct QSegments {
   int n0, n1, n2;
 };
 
+struct QSegment {
+  const chunk_t* w;
+  const void* sc;
+  const bf16_t* bias;
+  float* y;
+  int n;
+};
+
+// The product holding row `first` of the rows numbered across the segments, each product's rows
+// rounded up to a multiple of `unit`; `first` becomes the row within it.
+__device__ __forceinline__ QSegment find_segment(const QSegments& s, int& first, int unit) {
+  const int g0 = (s.n0 + unit - 1) / unit * unit, g1 = (s.n1 + unit - 1) / unit * unit;
+  if (first < g0) return {s.w0, s.s0, s.b0, s.y0, s.n0};
+  first -= g0;
+  if (first < g1) return {s.w1, s.s1, s.b1, s.y1, s.n1};
+  first -= g1;
+  return {s.w2, s.s2, s.b2, s.y2, s.n2};
+}
+
 template <int M>
 __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K, int group, int split) {
   const int warp = threadIdx.x >> 5;
   int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
-  const int g0 = (s.n0 + ROWS - 1) / ROWS * ROWS, g1 = (s.n1 + ROWS - 1) / ROWS * ROWS;
-  const chunk_t* w = s.w0;
-  const void* sc = s.s0;
-  const bf16_t* bias = s.b0;
-  float* y = s.y0;
-  int n = s.n0;
-  if (first >= g0) {
-    first -= g0;
-    w = s.w1, sc = s.s1, bias = s.b1, y = s.y1, n = s.n1;
-    if (first >= g1) {
-      first -= g1;
-      w = s.w2, sc = s.s2, bias = s.b2, y = s.y2, n = s.n2;
-    }
-  }
+  const QSegment seg = find_segment(s, first, ROWS);
+  const chunk_t* w = seg.w;
+  const void* sc = seg.sc;
+  const bf16_t* bias = seg.bias;
+  float* y = seg.y;
+  const int n = seg.n;
   const bool valid = first < n;  // past the last row: still takes part in the block's barrier
   const chunk_t* wr[ROWS];
   const void* scs[ROWS];
@@ -371,3 +394,303 @@ QGEMV(13)
 QGEMV(14)
 QGEMV(15)
 QGEMV(16)
+
+// ---- Steps of 2 to 16 rows on the tensor cores (sm_80 and later) ----
+//
+// The loop above multiplies each weight once per row of x, so a step of M rows costs about M
+// times the instructions of one row (int4, H100: 16 rows took 4.6× a one-row step). Here the
+// tensor cores multiply each loaded weight with up to 16 rows of x at once.
+//
+// A block serves a tile of 16 weight rows, and its 8 warps split K into contiguous ranges of
+// 32-k steps. In a step, lane (g, t) = (lane / 4, lane % 4) holds k = 8t .. 8t + 7 of weight rows
+// g and g + 8: the A operand of one m16n8k32 s8 mma (integer codes as quad_codes decodes them) or
+// of two m16n8k16 f16 mmas (fp8 codes, converted exactly). The same k of x row g are the B
+// operand, and x rows 8 + g a second mma's for steps of more than 8 rows. The mma hands lane
+// (g, t) the sums of weight rows g and g + 8 with x rows 2t and 2t + 1.
+//
+// Scales stay off the per-step path: integer sums are scaled by x's block of 32 (one step) and
+// gathered per weight group, and the weight's scale and offset are applied once per group; fp8
+// sums stay in the mma's float accumulators for a 128×128 block. (A first version scaled every
+// step and divided by the group size per step: its instructions, not memory, bounded it at a
+// third of the bandwidth.) The warps' sums meet in shared memory.
+//
+// Measured on the H100 (8B, session 8 of docs/BENCHMARKS.md), a step costs about the same from 2
+// to 8 rows, but that floor is about twice a one-row step: each lane loads 4 or 8 bytes of a row
+// per step, so L1 handles several small requests (codes, scales, x and its scales) per 512
+// weights and is the busiest unit (Nsight Compute, gate·up: L1 71% busy, DRAM 32%). The host uses
+// this kernel from the measured crossovers on (qmmaFromRows in cuda-backend.ts: 6 to 9 rows).
+// Reaching the bandwidth at every M needs wider loads: codes reordered offline so that a lane's
+// 16-byte load feeds four steps, and x staged in shared memory in the matching order.
+
+#define MMA_WARPS 8
+// Steps each lane keeps in flight (codes and scales, the first issued before pdl_wait) and x
+// steps loaded ahead of use.
+#ifndef QMMA_DEPTH
+#define QMMA_DEPTH 4
+#endif
+#ifndef QMMA_XDEPTH
+#define QMMA_XDEPTH 1
+#endif
+// Blocks per multiprocessor the register allocation must allow.
+#ifndef QMMA_MINBLOCKS
+#define QMMA_MINBLOCKS 2
+#endif
+static_assert(QMMA_DEPTH % QMMA_XDEPTH == 0, "the x ring's slots must follow the weight ring's");
+// Bytes of one weight row.
+#define ROW_BYTES(K) ((size_t)((K) / CHUNK_K) * sizeof(chunk_t))
+
+#if QFMT == 0 || QFMT == 3
+typedef uint2 wfrag_t;  // 8 one-byte codes
+#else
+typedef u32 wfrag_t;  // int4: 8 codes; int2: the word holding them (two lanes load it)
+#endif
+
+// Lane t's codes of a row for 32-k step s: k = 32s + 8t .. 32s + 8t + 7.
+__device__ __forceinline__ wfrag_t load_wfrag(const unsigned char* row, int s, int t) {
+#if QFMT == 0 || QFMT == 3
+  return load_stream2(reinterpret_cast<const uint2*>(row + s * 32 + t * 8));
+#else
+  u32 r;
+  const unsigned char* p = row + (QFMT == 1 ? s * 16 + t * 4 : s * 8 + (t >> 1) * 4);
+  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+  return r;
+#endif
+}
+
+// A row's stored scales for its steps from `step` on, one step at a time: the group changes every
+// `per` steps, counted down rather than divided for.
+struct ScaleCursor {
+  const u32* p;
+  int left, per;
+  __device__ __forceinline__ ScaleCursor(const void* scales, int r, int step, int K, int group) {
+    per = QFMT == 3 ? 4 : group / 32;
+    p = reinterpret_cast<const u32*>(scales) +
+        (QFMT == 3 ? (size_t)(r / 128) * ((K + 127) / 128) : (size_t)r * (K / group)) + step / per;
+    left = per - step % per;
+  }
+  __device__ __forceinline__ u32 next() {
+    const u32 v = *p;
+    if (--left == 0) p++, left = per;
+    return v;
+  }
+};
+
+// One stage of a lane's weight stream: codes and scales of rows g and g + 8.
+struct WStage {
+  wfrag_t w[2];
+  u32 s[2];
+};
+
+// A step's x for a lane, NT = MT / 8 mma tiles of 8 rows: k = 32s + 8t .. + 7 of row 8i + g, and
+// for integer weights the (scale, sum) of x's block for rows 8i + 2t and 8i + 2t + 1.
+template <int NT>
+struct XStage {
+#if QFMT == 3
+  uint4 h[NT];  // 8 halves
+#else
+  uint2 q[NT];  // 8 int8
+  float2 s[NT][2];
+#endif
+};
+
+template <int NT>
+__device__ __forceinline__ XStage<NT> load_xstage(const XRows& x, int M, int K, int s) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  XStage<NT> f;
+#pragma unroll
+  for (int i = 0; i < NT; i++) {
+    const int m = min(8 * i + g, M - 1);  // rows past the step: any row, their sums are dropped
+#if QFMT == 3
+    f.h[i] = *reinterpret_cast<const uint4*>(x.h + ((size_t)m * K + s * 32 + t * 8) / 2);
+#else
+    f.q[i] = *reinterpret_cast<const uint2*>(reinterpret_cast<const char*>(x.q) + (size_t)m * K + s * 32 + t * 8);
+#pragma unroll
+    for (int j = 0; j < 2; j++) f.s[i][j] = x.qs[(size_t)min(8 * i + 2 * t + j, M - 1) * (K / 32) + s];
+#endif
+  }
+  return f;
+}
+
+// This warp's sums over its steps: acc[i][e] for x tile i, weight row g + 8 (e / 2) and x row
+// 8i + 2t + e % 2. The lane loads weight row rows[r] of codes[r] with scales[r] as the tile's row
+// g + 8r (clamped to the weight).
+template <int NT>
+__device__ __forceinline__ void qmma_tile(const unsigned char* const (&codes)[2], const void* const (&scales)[2],
+                                          const int (&rows)[2], const XRows& x, int M, int K, int group,
+                                          float (&acc)[NT][4]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
+  const int steps = K / 32, per = (steps + MMA_WARPS - 1) / MMA_WARPS;
+  const int begin = min(steps, warp * per), end = min(steps, begin + per);
+  const unsigned char* wrow[2] = {codes[0] + rows[0] * ROW_BYTES(K), codes[1] + rows[1] * ROW_BYTES(K)};
+  ScaleCursor cursor[2] = {ScaleCursor(scales[0], rows[0], begin, K, group),
+                           ScaleCursor(scales[1], rows[1], begin, K, group)};
+  WStage pw[QMMA_DEPTH];
+  auto fetch = [&](WStage& st, int s) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) st.w[r] = load_wfrag(wrow[r], s, t), st.s[r] = cursor[r].next();
+  };
+#pragma unroll
+  for (int d = 0; d < QMMA_DEPTH; d++)
+    if (begin + d < end) fetch(pw[d], begin + d);
+  pdl_start();
+  XStage<NT> px[QMMA_XDEPTH];
+#pragma unroll
+  for (int d = 0; d < QMMA_XDEPTH; d++)
+    if (begin + d < end) px[d] = load_xstage<NT>(x, M, K, begin + d);
+  // Sums of the current group: per (tile, element); integer schemes also x's block sums per row.
+  float part[NT][4], xsum[NT][2];
+#pragma unroll
+  for (int i = 0; i < NT; i++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) part[i][e] = acc[i][e] = 0.0f;
+    xsum[i][0] = xsum[i][1] = 0.0f;
+  }
+  const int per_group = QFMT == 3 ? 4 : group / 32;
+  int left = per_group - begin % per_group;  // steps until this warp's current group ends
+  for (int s0 = begin; s0 < end; s0 += QMMA_DEPTH) {
+#pragma unroll
+    for (int d = 0; d < QMMA_DEPTH; d++) {
+      const int s = s0 + d;
+      if (s >= end) break;
+      const WStage w = pw[d];
+      const XStage<NT> xs = px[d % QMMA_XDEPTH];
+      if (s + QMMA_DEPTH < end) fetch(pw[d], s + QMMA_DEPTH);
+      if (s + QMMA_XDEPTH < end) px[d % QMMA_XDEPTH] = load_xstage<NT>(x, M, K, s + QMMA_XDEPTH);
+#if QFMT == 3
+      u32 a[2][4];  // k 0..3 of the lane's eight, then 4..7: rows g, g + 8 as the mma wants them
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const u32 lo = j ? w.w[0].y : w.w[0].x, hi = j ? w.w[1].y : w.w[1].x;
+        a[j][0] = fp8_pair(lo, 0), a[j][1] = fp8_pair(hi, 0), a[j][2] = fp8_pair(lo, 1), a[j][3] = fp8_pair(hi, 1);
+      }
+#pragma unroll
+      for (int i = 0; i < NT; i++) {
+        const u32 b[4] = {xs.h[i].x, xs.h[i].y, xs.h[i].z, xs.h[i].w};
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+          asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+              "{%0,%1,%2,%3};"
+              : "+f"(part[i][0]), "+f"(part[i][1]), "+f"(part[i][2]), "+f"(part[i][3])
+              : "r"(a[j][0]), "r"(a[j][1]), "r"(a[j][2]), "r"(a[j][3]), "r"(b[2 * j]), "r"(b[2 * j + 1]));
+      }
+#else
+      int a[4];  // rows g, g + 8 at k 0..3 of the lane's eight, then at 4..7
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+#if QFMT == 0
+        const u32 w0 = w.w[r].x, w1 = w.w[r].y;
+#else
+        const u32 w0 = w.w[r], w1 = w.w[r];
+#endif
+        a[r] = quad_codes(w0, 2 * t), a[2 + r] = quad_codes(w1, 2 * t + 1);
+      }
+#pragma unroll
+      for (int i = 0; i < NT; i++) {
+        int r[4];
+        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%10,%10,%10,%10};"
+            : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(xs.q[i].x), "r"(xs.q[i].y), "r"(0));
+#pragma unroll
+        for (int e = 0; e < 4; e++) part[i][e] += (float)r[e] * xs.s[i][e % 2].x;
+        xsum[i][0] += xs.s[i][0].y, xsum[i][1] += xs.s[i][1].y;
+      }
+#endif
+      // At the end of a group (or of this warp's steps): the weight rows' scale and offset.
+      if (--left == 0 || s == end - 1) {
+        left = per_group;
+        const float2 ws[2] = {decode_scale(w.s[0]), decode_scale(w.s[1])};
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+#if QFMT == 3
+            acc[i][e] += part[i][e] * ws[e / 2].x;
+#else
+            acc[i][e] += part[i][e] * ws[e / 2].x + ws[e / 2].y * xsum[i][e % 2];
+#endif
+            part[i][e] = 0.0f;
+          }
+          xsum[i][0] = xsum[i][1] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// The block's sums over its warps: red[r][m] for tile row r and x row m. Every thread must call it.
+template <int NT>
+__device__ __forceinline__ void tile_sums(const float (&acc)[NT][4], float (&red)[MMA_WARPS][16][8 * NT]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int i = 0; i < NT; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) red[warp][g + 8 * (e / 2)][8 * i + 2 * t + e % 2] = acc[i][e];
+  __syncthreads();
+  for (int o = threadIdx.x; o < 16 * 8 * NT; o += blockDim.x) {
+    const int r = o / (8 * NT), m = o % (8 * NT);
+    float v = red[0][r][m];
+#pragma unroll
+    for (int w = 1; w < MMA_WARPS; w++) v += red[w][r][m];
+    red[0][r][m] = v;
+  }
+  __syncthreads();
+}
+
+// q/k/v-style products (QSegments) of M rows: one block per tile of 16 rows of one product.
+template <int NT>
+__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, int M, int K, int group) {
+  int r0 = blockIdx.x * 16;
+  const QSegment seg = find_segment(s, r0, 16);
+  const int n = seg.n, g = (threadIdx.x & 31) >> 2;
+  const int rows[2] = {min(r0 + g, n - 1), min(r0 + g + 8, n - 1)};
+  const unsigned char* codes = reinterpret_cast<const unsigned char*>(seg.w);
+  float acc[NT][4];
+  qmma_tile<NT>({codes, codes}, {seg.sc, seg.sc}, rows, x, M, K, group, acc);
+  __shared__ float red[MMA_WARPS][16][8 * NT];
+  tile_sums<NT>(acc, red);
+  for (int o = threadIdx.x; o < 16 * 8 * NT; o += blockDim.x) {
+    const int r = r0 + o / (8 * NT), m = o % (8 * NT);
+    if (m < M && r < n) seg.y[(size_t)m * n + r] = red[0][r - r0][m] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f);
+  }
+}
+
+// silu(x·Wg + bg) * (x·Wu + bu) of M rows: a tile is 8 gate rows (tile rows 0..7) and the same 8
+// up rows (8..15).
+template <int NT>
+__device__ __forceinline__ void qmma_gate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
+                                             const bf16_t* bg, const bf16_t* bu, const XRows& x, float* __restrict__ y,
+                                             unsigned short* __restrict__ yh, int M, int N, int K, int group) {
+  const int r0 = blockIdx.x * 8, g = (threadIdx.x & 31) >> 2;
+  const int rows[2] = {min(r0 + g, N - 1), min(r0 + g, N - 1)};
+  float acc[NT][4];
+  qmma_tile<NT>({reinterpret_cast<const unsigned char*>(wg), reinterpret_cast<const unsigned char*>(wu)}, {sg, su},
+                rows, x, M, K, group, acc);
+  __shared__ float red[MMA_WARPS][16][8 * NT];
+  tile_sums<NT>(acc, red);
+  for (int o = threadIdx.x; o < 8 * 8 * NT; o += blockDim.x) {
+    const int j = o / (8 * NT), m = o % (8 * NT), r = r0 + j;
+    if (m >= M || r >= N) continue;
+    const float a = red[0][j][m] + (bg ? bf16_to_f32(bg[r]) : 0.0f);
+    const float out = a / (1.0f + expf(-a)) * (red[0][8 + j][m] + (bu ? bf16_to_f32(bu[r]) : 0.0f));
+    y[(size_t)m * N + r] = out;
+    if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
+  }
+}
+
+#if __CUDA_ARCH__ >= 800
+// qmma_m8 for steps of 2..8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
+#define QMMA(MT)                                                                                      \
+  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_m##MT(QSegments s, const int* xq, const float2* xqs, \
+                                                               const u32* xh, int M, int K, int group) { \
+    qmma<MT / 8>(s, XRows{xq, xqs, xh}, M, K, group);                                                 \
+  }                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                               \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,         \
+      const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
+      int M, int N, int K, int group) {                                                               \
+    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group);          \
+  }
+QMMA(8)
+QMMA(16)
+#endif

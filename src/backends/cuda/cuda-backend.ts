@@ -96,6 +96,17 @@ interface CudaStep extends Step {
  */
 const maxGemvRows = 16;
 
+/**
+ * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
+ * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
+ * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 8): below them the GEMV
+ * is faster, above them qmma (16-row steps: int4 9.60 → 8.01 ms, int8 10.48 → 7.81, fp8 14.00 →
+ * 6.78). int2 is not measured and takes int4's. TACHYON_QMMA_FROM_ROWS overrides all of them
+ * for measurements (17: never).
+ */
+const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 9, int4: 8, int2: 8, fp8: 6 };
+const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
+
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
   /** Arena bytes in use at the end of capture: the replayed kernels write below this. */
@@ -467,28 +478,36 @@ export class CudaBackend implements Backend {
       const yh = this.halfFor(out);
       for (let r = 0; r < x.rows; r += 16) {
         const m = Math.min(16, x.rows - r);
+        const args = [
+          { ptr: (gate as CudaTensor).ptr },
+          { ptr: (up as CudaTensor).ptr },
+          { ptr: qg.scales },
+          { ptr: qu.scales },
+          { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
+          { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+          { ptr: xq.q && xq.q + r * K },
+          { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+          { ptr: xh && xh + r * K * 2 },
+          { ptr: out.ptr + r * N * 4 },
+          { ptr: yh ? yh + r * N * 2 : 0 },
+        ];
+        if (this.tensorCoreRows(qg, m, K)) {
+          // Tiles of 8 gate rows and the same 8 up rows.
+          this.ctx.launch(
+            this.qgemvKernel(qg, `qmma_gate_up_m${m <= 8 ? 8 : 16}`),
+            [Math.ceil(N / 8), 1, 1],
+            [256, 1, 1],
+            [...args, { i32: m }, { i32: N }, { i32: K }, { i32: qg.groupSize }],
+            "qmma_gate_up",
+          );
+          continue;
+        }
         const split = this.gemvSplit(N, quantizedWarpsPerSm);
         this.ctx.launch(
           this.qgemvKernel(qg, `qgate_up_m${m}`),
           [Math.ceil((N * split) / 8), 1, 1],
           [256, 1, 1],
-          [
-            { ptr: (gate as CudaTensor).ptr },
-            { ptr: (up as CudaTensor).ptr },
-            { ptr: qg.scales },
-            { ptr: qu.scales },
-            { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
-            { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
-            { ptr: xq.q && xq.q + r * K },
-            { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
-            { ptr: xh && xh + r * K * 2 },
-            { ptr: out.ptr + r * N * 4 },
-            { ptr: yh ? yh + r * N * 2 : 0 },
-            { i32: N },
-            { i32: K },
-            { i32: qg.groupSize },
-            { i32: split },
-          ],
+          [...args, { i32: N }, { i32: K }, { i32: qg.groupSize }, { i32: split }],
           "qgate_up",
         );
       }
@@ -555,24 +574,44 @@ export class CudaBackend implements Backend {
         seg.setBigUint64(72 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
         seg.setInt32(96 + 4 * i, w.rows, true);
       });
+      const args = [
+        { bytes: new Uint8Array(seg.buffer) },
+        { ptr: xq.q && xq.q + r * K },
+        { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
+        { ptr: xh && xh + r * K * 2 },
+      ];
+      if (this.tensorCoreRows(q!, m, K)) {
+        // One block per tile of 16 rows of one product.
+        const tiles = ws.reduce((n, w) => n + Math.ceil(w.rows / 16), 0);
+        this.ctx.launch(
+          this.qgemvKernel(q!, `qmma_m${m <= 8 ? 8 : 16}`),
+          [tiles, 1, 1],
+          [256, 1, 1],
+          [...args, { i32: m }, { i32: K }, { i32: q!.groupSize }],
+          "qmma",
+        );
+        continue;
+      }
       const split = this.gemvSplit(groups, quantizedWarpsPerSm);
       this.ctx.launch(
         this.qgemvKernel(q!, `qgemv_m${m}`),
         [Math.ceil((groups * split) / 8), 1, 1],
         [256, 1, 1],
-        [
-          { bytes: new Uint8Array(seg.buffer) },
-          { ptr: xq.q && xq.q + r * K },
-          { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
-          { ptr: xh && xh + r * K * 2 },
-          { i32: K },
-          { i32: q!.groupSize },
-          { i32: split },
-        ],
+        [...args, { i32: K }, { i32: q!.groupSize }, { i32: split }],
         "qgemv",
       );
     }
     return outs;
+  }
+
+  /**
+   * Whether a quantized product of `m` rows runs on the tensor cores (qmma, kernels/qgemv.cu):
+   * from qmmaFromRows rows, on Ampere and later, for rows of whole 32-value steps (fp8 rows may
+   * be a multiple of 16 only).
+   */
+  private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
+    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
+    return m >= from && K % 32 === 0 && this.ctx.info.computeCapability[0] >= 8;
   }
 
   /**
