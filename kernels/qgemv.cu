@@ -121,13 +121,13 @@ __device__ __forceinline__ u32 fp8_pair(u32 w, int j) {
 #endif
 }
 
-// The stored scale of row r's group holding k: integer schemes a half2 (scale, offset), fp8 a
-// float per 128×128 block.
-__device__ __forceinline__ u32 scale_word(const void* scales, int r, int k, int K, int group) {
+// Where the stored scale of row r's group holding k is: integer schemes a half2 (scale, offset),
+// fp8 a float per 128×128 block. A row's groups follow each other.
+__device__ __forceinline__ const u32* scale_at(const void* scales, int r, int k, int K, int group) {
 #if QFMT == 3
-  return reinterpret_cast<const u32*>(scales)[(r / 128) * ((K + 127) / 128) + k / 128];
+  return reinterpret_cast<const u32*>(scales) + ((r / 128) * ((K + 127) / 128) + k / 128);
 #else
-  return reinterpret_cast<const u32*>(scales)[(size_t)r * (K / group) + k / group];
+  return reinterpret_cast<const u32*>(scales) + ((size_t)r * (K / group) + k / group);
 #endif
 }
 // A stored scale as (scale, offset) for code_quad's (or fp8_pair's) values.
@@ -142,7 +142,7 @@ __device__ __forceinline__ float2 decode_scale(u32 v) {
 }
 // Scale and offset of the group holding chunk c of row r.
 __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, int K, int group) {
-  return decode_scale(scale_word(scales, r, c * CHUNK_K, K, group));
+  return decode_scale(*scale_at(scales, r, c * CHUNK_K, K, group));
 }
 
 // x as the kernels read it: for the integer schemes int8 rows with one (scale, sum) per block of
@@ -458,14 +458,12 @@ __device__ __forceinline__ wfrag_t load_wfrag(const unsigned char* row, int s, i
 }
 
 // A row's stored scales for its steps from `step` on, one step at a time: the group changes every
-// `per` steps, counted down rather than divided for.
+// `per` steps (left: steps until the current one ends), counted down rather than divided for.
 struct ScaleCursor {
   const u32* p;
   int left, per;
-  __device__ __forceinline__ ScaleCursor(const void* scales, int r, int step, int K, int group) {
-    per = QFMT == 3 ? 4 : group / 32;
-    p = reinterpret_cast<const u32*>(scales) +
-        (QFMT == 3 ? (size_t)(r / 128) * ((K + 127) / 128) : (size_t)r * (K / group)) + step / per;
+  __device__ __forceinline__ ScaleCursor(const void* scales, int r, int step, int K, int group)
+      : p(scale_at(scales, r, step * 32, K, group)), per(QFMT == 3 ? 4 : group / 32) {
     left = per - step % per;
   }
   __device__ __forceinline__ u32 next() {
@@ -524,6 +522,9 @@ __device__ __forceinline__ void qmma_tile(const unsigned char* const (&codes)[2]
   const unsigned char* wrow[2] = {codes[0] + rows[0] * ROW_BYTES(K), codes[1] + rows[1] * ROW_BYTES(K)};
   ScaleCursor cursor[2] = {ScaleCursor(scales[0], rows[0], begin, K, group),
                            ScaleCursor(scales[1], rows[1], begin, K, group)};
+  // Steps until this warp's current group ends (counted like the cursors, which run ahead).
+  const int per_group = cursor[0].per;
+  int left = cursor[0].left;
   WStage pw[QMMA_DEPTH];
   auto fetch = [&](WStage& st, int s) {
 #pragma unroll
@@ -545,8 +546,6 @@ __device__ __forceinline__ void qmma_tile(const unsigned char* const (&codes)[2]
     for (int e = 0; e < 4; e++) part[i][e] = acc[i][e] = 0.0f;
     xsum[i][0] = xsum[i][1] = 0.0f;
   }
-  const int per_group = QFMT == 3 ? 4 : group / 32;
-  int left = per_group - begin % per_group;  // steps until this warp's current group ends
   for (int s0 = begin; s0 < end; s0 += QMMA_DEPTH) {
 #pragma unroll
     for (int d = 0; d < QMMA_DEPTH; d++) {
@@ -680,16 +679,16 @@ __device__ __forceinline__ void qmma_gate_up(const chunk_t* wg, const chunk_t* w
 
 #if __CUDA_ARCH__ >= 800
 // qmma_m8 for steps of 2..8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
-#define QMMA(MT)                                                                                      \
-  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_m##MT(QSegments s, const int* xq, const float2* xqs, \
-                                                               const u32* xh, int M, int K, int group) { \
-    qmma<MT / 8>(s, XRows{xq, xqs, xh}, M, K, group);                                                 \
-  }                                                                                                   \
-  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                               \
-      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,         \
+#define QMMA(MT)                                                                                       \
+  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS)                                    \
+      qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, int M, int K, int group) { \
+    qmma<MT / 8>(s, XRows{xq, xqs, xh}, M, K, group);                                                  \
+  }                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                \
+      const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
       const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
-      int M, int N, int K, int group) {                                                               \
-    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group);          \
+      int M, int N, int K, int group) {                                                                \
+    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group);           \
   }
 QMMA(8)
 QMMA(16)
