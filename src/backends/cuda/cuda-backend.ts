@@ -820,8 +820,11 @@ export class CudaBackend implements Backend {
     const splits = M <= maxGemvRows && this.ctx.info.computeCapability[0] >= 9 ? 8 : 1;
     const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
     const half = this.halfFor(out);
+    // Steps whose blocks fit in one wave at one block per multiprocessor (one-row decode) take the
+    // variant that loads its first cached keys before its wait, at the cost of registers.
+    const oneWave = M * p.numKvHeads * splits <= this.ctx.info.multiprocessors;
     this.ctx.launch(
-      this.kernels.get("attention_decode"),
+      this.kernels.get(oneWave ? "attention_decode_wave" : "attention_decode"),
       [M, p.numKvHeads, splits],
       [256, 1, 1],
       [
