@@ -150,6 +150,13 @@ export interface Backend {
   /** Index of the largest entry of each row (ties → lowest), copied to the host. */
   argmaxRows(x: Tensor): Int32Array;
   /**
+   * Enqueues argmaxRows of `x` without waiting for it, writing the ids also as the
+   * tokens of `next` (a step prepared after x's and not yet run; its own token ids are
+   * placeholders), and returns what waits for the ids. The host can then enqueue step n + 1
+   * before it reads step n's token, and the device never waits for the host between them.
+   */
+  argmaxFeeding(x: Tensor, next: Step): () => Int32Array;
+  /**
    * Optional: draws one token per row on the device (penalties, temperature, top-k, top-p,
    * min-p), so only the ids cross to the host. Same semantics as the host Sampler.
    */

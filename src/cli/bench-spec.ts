@@ -88,6 +88,7 @@ function decode(
     for (; decoder.tokens.length < end; steps++) decoder.step(end - decoder.tokens.length);
     return { tokens: decoder.tokens.slice(prompt.length), decodeMs: performance.now() - t0, steps };
   } finally {
+    decoder.close();
     seq.free();
   }
 }

@@ -10,6 +10,7 @@ import { TachyonError } from "../errors.js";
 import { createBackend, type Device } from "../backends/select.js";
 import { CudaBackend } from "../backends/cuda/cuda-backend.js";
 import { ModelExecutor } from "../engine/executor.js";
+import { GreedyPipeline } from "../engine/greedy-pipeline.js";
 import type { SequenceKv } from "../engine/kv-cache.js";
 import { Rng } from "../engine/rng.js";
 import { parseConfig } from "../model/config.js";
@@ -322,7 +323,8 @@ function verifyStepMs(executor: ModelExecutor, randomIds: (n: number) => number[
 
 /**
  * Greedy decoding of one fresh sequence: prefill `prompt` (in chunks the backend accepts), then
- * `count - 1` single-token steps. Returns the time to the first token and of the rest.
+ * `count - 1` single-token steps, pipelined as `tachyon run` decodes (GreedyPipeline). Returns the
+ * time to the first token and of the rest.
  */
 function decode(
   executor: ModelExecutor,
@@ -334,7 +336,10 @@ function decode(
     const t0 = performance.now();
     let token = prefill(executor, seq, prompt);
     const t1 = performance.now();
-    for (let i = 1; i < count; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
+    if (count > 1) {
+      const pipeline = new GreedyPipeline(executor, seq, token);
+      for (let i = 1; i < count; i++) token = pipeline.next(i < count - 1);
+    }
     return { firstTokenMs: t1 - t0, decodeMs: performance.now() - t1 };
   } finally {
     seq.free();

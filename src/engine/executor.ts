@@ -3,7 +3,15 @@
  * backend's KV storage and the block pool, and turns "these tokens for these sequences" into the
  * positions, cache slots and block tables the forward pass needs.
  */
-import type { Backend, CapturedGraph, DeviceDraw, KvStorage, StepRows, Tensor } from "../backends/backend.js";
+import type {
+  Backend,
+  CapturedGraph,
+  DeviceDraw,
+  KvStorage,
+  Step,
+  StepRows,
+  Tensor,
+} from "../backends/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { mtpHidden, mtpLogits } from "../model/mtp.js";
 import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
@@ -276,12 +284,13 @@ export class ModelExecutor {
    * One forward step. Small steps (decode, verification) on a backend that captures graphs are
    * recorded once per shape and replayed after: the host then issues one launch per step.
    */
-  private run(rows: StepRows): Produced {
+  private run(rows: StepRows, beforeForward?: (step: Step) => void): Produced {
     const b = this.backend;
     b.resetActivations();
     this.steps++;
     this.trail = "";
     const step = b.prepareStep(rows);
+    beforeForward?.(step);
     return this.graphed(`${rows.tokens.length}:${rows.outputRows.length}`, rows.tokens.length, () => {
       const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
       return { output: outputLogits(b, this.weights, this.config, hidden, step), hidden };
@@ -310,8 +319,28 @@ export class ModelExecutor {
     return { output: b.replayGraph(entry.graph), hidden: entry.hidden };
   }
 
+  /**
+   * Enqueues a one-token step of `seq` and reads nothing back: the token is `token`, or with
+   * `from` (the one-row logits of the step enqueued just before, nothing between them) its
+   * argmax, chosen and fed on the device; `previous` then waits for that argmax. Returns the
+   * step's logits, valid until the next step runs. GreedyPipeline drives it.
+   */
+  enqueueGreedy(
+    seq: SequenceKv,
+    token: number,
+    from?: Tensor,
+  ): { logits: Tensor; previous: (() => number) | null } {
+    let previous: (() => Int32Array) | null = null;
+    const { output } = this.run(this.rows([{ seq, tokens: [token] }]), (step) => {
+      if (from) previous = this.backend.argmaxFeeding(from, step);
+    });
+    seq.length += 1;
+    const ids = previous as (() => Int32Array) | null;
+    return { logits: output, previous: ids && (() => ids()[0]) };
+  }
+
   /** Backend.argmaxRows, noting its fixed-size allocation in the step's trail. */
-  private argmax(x: Tensor): Int32Array {
+  argmax(x: Tensor): Int32Array {
     if (this.trail !== null) this.trail += `>argmax${x.rows}`;
     return this.backend.argmaxRows(x);
   }

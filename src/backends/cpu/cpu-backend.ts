@@ -258,6 +258,17 @@ export class CpuBackend implements Backend {
     });
   }
 
+  argmaxFeeding(x: Tensor, next: Step): () => Int32Array {
+    const ids = this.argmaxRows(x);
+    if (ids.length !== next.rows.tokens.length) {
+      throw new RangeError(
+        `argmaxFeeding: ${ids.length} rows of logits for a step of ${next.rows.tokens.length} tokens`,
+      );
+    }
+    next.rows.tokens.set(ids);
+    return () => ids;
+  }
+
   read(x: Tensor): Float32Array {
     return t(x).data;
   }

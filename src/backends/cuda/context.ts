@@ -124,15 +124,25 @@ export class CudaContext {
     this.driver.call("cuMemcpyDtoH_v2", [dst, src, dst.byteLength]);
   }
 
-  /** Page-locked host memory, needed for copies that a captured graph replays. */
+  /** Page-locked host memory, which copies in stream order need (staging.ts). */
   pinned(bytes: number): { host: unknown; view: ArrayBuffer } {
     const p = [null] as unknown[];
     this.driver.call("cuMemHostAlloc", [p, bytes, CU_MEMHOSTALLOC_PORTABLE]);
     return { host: p[0], view: koffi.view(p[0], bytes) };
   }
 
+  freePinned(host: unknown): void {
+    this.driver.call("cuMemFreeHost", [host]);
+  }
+
+  /** Copies page-locked `host` to `dst` when the stream gets there. */
   uploadAsync(dst: DevicePtr, host: unknown, bytes: number): void {
     this.driver.call("cuMemcpyHtoDAsync_v2", [dst, host, bytes, this.stream]);
+  }
+
+  /** Copies `src` to page-locked `host` when the stream gets there. */
+  downloadAsync(host: unknown, src: DevicePtr, bytes: number): void {
+    this.driver.call("cuMemcpyDtoHAsync_v2", [host, src, bytes, this.stream]);
   }
 
   copyAsync(dst: DevicePtr, src: DevicePtr, bytes: number): void {
@@ -261,10 +271,24 @@ export class CudaContext {
 
   /** An event recorded on the stream now (for timing with elapsedMs). */
   record(): Handle {
+    const e = this.event();
+    this.recordEvent(e);
+    return e;
+  }
+
+  event(): Handle {
     const e = [null] as unknown[];
     this.driver.call("cuEventCreate", [e, 0]);
-    this.driver.call("cuEventRecord", [e[0], this.stream]);
     return e[0];
+  }
+
+  /** Marks the stream's current point with `event` (waitEvent returns once the GPU passed it). */
+  recordEvent(event: Handle): void {
+    this.driver.call("cuEventRecord", [event, this.stream]);
+  }
+
+  waitEvent(event: Handle): void {
+    this.driver.call("cuEventSynchronize", [event]);
   }
 
   /** Milliseconds between two recorded events (waits for the later one). */
@@ -277,17 +301,9 @@ export class CudaContext {
 
   /** Milliseconds the GPU spends on `body`'s work, between two events on the stream. */
   time(body: () => void): number {
-    const start = [null] as unknown[];
-    const end = [null] as unknown[];
-    this.driver.call("cuEventCreate", [start, 0]);
-    this.driver.call("cuEventCreate", [end, 0]);
-    this.driver.call("cuEventRecord", [start[0], this.stream]);
+    const start = this.record();
     body();
-    this.driver.call("cuEventRecord", [end[0], this.stream]);
-    this.driver.call("cuEventSynchronize", [end[0]]);
-    const ms = [0];
-    this.driver.call("cuEventElapsedTime", [ms, start[0], end[0]]);
-    return ms[0];
+    return this.elapsedMs(start, this.record());
   }
 }
 

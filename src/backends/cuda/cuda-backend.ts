@@ -27,6 +27,7 @@ import { CublasLt } from "./cublaslt.js";
 import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
 import { Timeline } from "./timeline.js";
+import { Staging } from "./staging.js";
 import { freshFrom, prefillTiles } from "./step-runs.js";
 
 /** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
@@ -193,6 +194,8 @@ export class CudaBackend implements Backend {
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
   private readonly invFreq: DevicePtr;
+  /** Uploads of step rows and sampling parameters, and the ids a pipelined step reads back. */
+  private readonly staging: Staging;
 
   private constructor(
     readonly ctx: CudaContext,
@@ -206,6 +209,7 @@ export class CudaBackend implements Backend {
     readonly maxStepRows: number,
   ) {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
+    this.staging = new Staging(ctx);
     this.invFreq = ctx.alloc(cfg.rope.invFreq.byteLength, "rope frequencies");
     ctx.upload(this.invFreq, cfg.rope.invFreq);
   }
@@ -370,7 +374,7 @@ export class CudaBackend implements Backend {
     packed.set(tiles, tilesAt);
     packed.set(fresh, tilesAt + tiles.length);
     const base = this.arena.alloc(packed.byteLength);
-    this.ctx.upload(base, packed);
+    this.staging.upload(base, packed);
     let mostFresh = 0;
     fresh.forEach((f, r) => (mostFresh = Math.max(mostFresh, rows.positions[r] - f + 1)));
     const step: CudaStep = {
@@ -920,14 +924,31 @@ export class CudaBackend implements Backend {
 
   argmaxRows(x: Tensor): Int32Array {
     const ids = this.arena.alloc(x.rows * 4);
+    this.launchArgmax(x, ids);
+    const out = new Int32Array(x.rows);
+    this.ctx.download(ids, out);
+    return out;
+  }
+
+  argmaxFeeding(x: Tensor, next: Step): () => Int32Array {
+    const s = next as CudaStep;
+    if (x.rows !== s.rows.tokens.length) {
+      throw new RangeError(
+        `argmaxFeeding: ${x.rows} rows of logits for a step of ${s.rows.tokens.length} tokens`,
+      );
+    }
+    // The ids go straight to the next step's tokens, after its upload (stream order), and from there to the host.
+    this.launchArgmax(x, s.tokens);
+    const ids = this.staging.download(s.tokens, 4 * x.rows);
+    return () => new Int32Array(ids().buffer);
+  }
+
+  private launchArgmax(x: Tensor, ids: DevicePtr): void {
     this.launch("argmax_rows", [x.rows, 1, 1], 1024, [
       { ptr: (x as CudaTensor).ptr },
       { ptr: ids },
       { i32: x.cols },
     ]);
-    const out = new Int32Array(x.rows);
-    this.ctx.download(ids, out);
-    return out;
   }
 
   sampleRows(logits: Tensor, rows: readonly DeviceDraw[]): Int32Array {
@@ -958,7 +979,7 @@ export class CudaBackend implements Backend {
       offset += r.tokens.length;
     });
     const base = this.arena.alloc(words.byteLength);
-    this.ctx.upload(base, i32);
+    this.staging.upload(base, i32);
     const ids = this.arena.alloc(rows.length * 4);
     this.launch("sample_rows", [rows.length, 1, 1], 1024, [
       { ptr: (logits as CudaTensor).ptr },

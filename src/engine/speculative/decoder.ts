@@ -9,6 +9,7 @@
 import type { Tokenizer } from "../../tokenizer/tokenizer.js";
 import type { ChoiceResult, Hidden, ModelExecutor, StepInput, TokenChoice } from "../executor.js";
 import type { SequenceKv } from "../kv-cache.js";
+import { GreedyPipeline } from "../greedy-pipeline.js";
 import { Sampler } from "../sampling.js";
 import { samplingMode, type GenerationSettings, type SamplingMode } from "../sequence-output.js";
 import { acceptGreedy, acceptSampled, type Verdict } from "./acceptance.js";
@@ -45,6 +46,8 @@ export class SpeculativeDecoder {
   readonly counter = new SpeculationCounter();
   private p = new Float64Array(0);
   private residual = new Float64Array(0);
+  /** Plain greedy steps in flight (see step); null otherwise. */
+  private pipeline: GreedyPipeline | null = null;
   /** The step planned and not yet settled. */
   private planned: {
     start: number;
@@ -90,8 +93,22 @@ export class SpeculativeDecoder {
     this.run(end, 0);
   }
 
-  /** One step on its own: feeds what the cache lacks plus proposals; returns the 1 to `limit` tokens it produced. */
+  /**
+   * One step on its own: feeds what the cache lacks plus proposals; returns the 1 to `limit`
+   * tokens it produced. Plain greedy decoding, once only the pending token is missing from the
+   * cache, goes through a GreedyPipeline: the step after this one is already enqueued when it
+   * returns (close() drops it).
+   */
   step(limit: number): StepTokens {
+    const plainGreedy = !this.speculation && this.mode === "argmax";
+    if (plainGreedy && (this.pipeline || this.seq.length === this.tokens.length - 1)) {
+      this.pipeline ??= new GreedyPipeline(this.executor, this.seq, this.tokens[this.tokens.length - 1]);
+      const token = this.pipeline.next(limit > 1);
+      if (limit <= 1) this.pipeline = null; // spent: nothing in flight
+      this.tokens.push(token);
+      this.sampler.accept(token);
+      return { tokens: [token], proposed: 0, accepted: 0 };
+    }
     return this.run(this.tokens.length, this.wantedProposals(limit));
   }
 
@@ -171,6 +188,8 @@ export class SpeculativeDecoder {
    * cache is recomputed, and a draft model's cache blocks are better back in its pool meanwhile).
    */
   close(): void {
+    this.pipeline?.close();
+    this.pipeline = null;
     this.speculation?.proposer.close?.();
   }
 
