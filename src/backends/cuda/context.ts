@@ -42,6 +42,8 @@ export class CudaContext {
   readonly stream: Handle;
   /** Bytes this context holds in device memory. */
   allocatedBytes = 0;
+  /** Times the host waited for the whole stream: work enqueued before the latest one has run. */
+  synchronizations = 0;
   // Launch arguments are written into one native block, each value at its own 8-byte-aligned
   // offset, followed by the kernelParams array of their addresses; the driver copies both at
   // launch, so the block is reused.
@@ -120,7 +122,7 @@ export class CudaContext {
   }
 
   download(src: DevicePtr, dst: ArrayBufferView): void {
-    this.driver.call("cuStreamSynchronize", [this.stream]);
+    this.synchronize();
     this.driver.call("cuMemcpyDtoH_v2", [dst, src, dst.byteLength]);
   }
 
@@ -240,6 +242,7 @@ export class CudaContext {
 
   synchronize(): void {
     this.driver.call("cuStreamSynchronize", [this.stream]);
+    this.synchronizations++;
   }
 
   /** Records what `body` launches on the stream as a CUDA graph, ready to replay. */

@@ -1044,14 +1044,15 @@ export function activationBytes(cfg: ModelConfig, rows: number): number {
   const I = cfg.intermediateSize;
   // q, k, v; rotated q; attention output; o, two residual sums and two norms, down; gate, up and
   // their product kept apart for tensor cores; bf16 copies of the products' inputs (half a float
-  // each); int8 copies of the norms' and attention's outputs (1.25 bytes each) for integer weights;
-  // half copies of those and of gate·up's output (half a float each) for fp8 weights.
+  // each); int8 copies of the norms', attention's and gate·up's outputs (1.25 bytes each; the
+  // last made by quantize_x) for integer weights; half copies of the same (half a float each) for
+  // fp8 weights.
   const perLayer =
     7 * H +
     4 * qW +
     4 * kvW +
     4 * I +
-    (2 * H + qW) * 0.3125 +
+    (2 * H + qW + I) * 0.3125 +
     (2 * H + qW + I) * 0.5 +
     (cfg.qkNorm ? qW + kvW : 0);
   const layers = cfg.numLayers + cfg.numMtpModules;

@@ -19,6 +19,8 @@ interface Slot {
   event: Handle;
   /** Copies that have used this buffer: a download's reader checks it is still the latest. */
   uses: number;
+  /** ctx.synchronizations when its last copy was enqueued: a later one means that copy has run. */
+  enqueuedAt: number;
 }
 
 /** Smallest buffer: a decode step's rows fit many times over. */
@@ -41,6 +43,7 @@ export class Staging {
     new Uint8Array(slot.view, 0, bytes).set(new Uint8Array(src.buffer, src.byteOffset, bytes));
     this.ctx.uploadAsync(dst, slot.host, bytes);
     this.ctx.recordEvent(slot.event);
+    slot.enqueuedAt = this.ctx.synchronizations;
   }
 
   /**
@@ -52,6 +55,7 @@ export class Staging {
     const use = slot.uses;
     this.ctx.downloadAsync(slot.host, src, bytes);
     this.ctx.recordEvent(slot.event);
+    slot.enqueuedAt = this.ctx.synchronizations;
     return () => {
       if (slot.uses !== use) throw new Error("a staged download was read after its buffer was reused");
       this.ctx.waitEvent(slot.event);
@@ -64,12 +68,14 @@ export class Staging {
     const i = this.turn;
     this.turn = (i + 1) % this.count;
     let slot = this.slots[i];
-    if (slot) this.ctx.waitEvent(slot.event);
+    // Most steps end with the host waiting for the stream: then the wait is known to be over.
+    if (slot && slot.enqueuedAt === this.ctx.synchronizations) this.ctx.waitEvent(slot.event);
     if (!slot || slot.bytes < bytes) {
       if (slot) this.ctx.freePinned(slot.host);
       const size = Math.max(minBytes, 2 ** Math.ceil(Math.log2(bytes)));
       const { host, view } = this.ctx.pinned(size);
-      slot = { host, view, bytes: size, event: slot?.event ?? this.ctx.event(), uses: slot?.uses ?? 0 };
+      const event = slot?.event ?? this.ctx.event();
+      slot = { host, view, bytes: size, event, uses: slot?.uses ?? 0, enqueuedAt: 0 };
       this.slots[i] = slot;
     }
     slot.uses++;
