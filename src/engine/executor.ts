@@ -330,13 +330,13 @@ export class ModelExecutor {
     token: number,
     from?: Tensor,
   ): { logits: Tensor; previous: (() => number) | null } {
-    let previous: (() => Int32Array) | null = null;
+    const fed: { ids?: () => Int32Array } = {};
     const { output } = this.run(this.rows([{ seq, tokens: [token] }]), (step) => {
-      if (from) previous = this.backend.argmaxFeeding(from, step);
+      if (from) fed.ids = this.backend.argmaxFeeding(from, step);
     });
     seq.length += 1;
-    const ids = previous as (() => Int32Array) | null;
-    return { logits: output, previous: ids && (() => ids()[0]) };
+    const ids = fed.ids;
+    return { logits: output, previous: ids ? () => ids()[0] : null };
   }
 
   /** Backend.argmaxRows, noting its fixed-size allocation in the step's trail. */
