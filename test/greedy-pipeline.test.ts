@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { loadModel } from "../src/index.js";
 import { GreedyPipeline } from "../src/engine/greedy-pipeline.js";
-import type { ModelExecutor } from "../src/engine/executor.js";
 import type { SequenceKv } from "../src/engine/kv-cache.js";
 import { fixturesDir } from "./paths.js";
 
@@ -16,9 +15,9 @@ const executor = model.executor;
 const prompt = model.tokenizer.encode("def fib(n):\n    if n < 2:");
 
 /** A sequence holding `prompt`, and the greedy token after it (pending, not in the cache). */
-function prefilled(e: ModelExecutor): { seq: SequenceKv; pending: number } {
-  const seq = e.newSequence();
-  const [pending] = e.stepGreedy([{ seq, tokens: prompt }]);
+function prefilled(): { seq: SequenceKv; pending: number } {
+  const seq = executor.newSequence();
+  const [pending] = executor.stepGreedy([{ seq, tokens: prompt }]);
   return { seq, pending };
 }
 
@@ -33,12 +32,19 @@ function stepwise(seq: SequenceKv, pending: number, count: number): number[] {
   return out;
 }
 
-test("pipelined greedy tokens equal step-by-step greedy tokens", () => {
-  const a = prefilled(executor);
-  const expected = stepwise(a.seq, a.pending, 12);
-  a.seq.free();
+/** The `count` greedy tokens after `prompt`'s pending one, decoded step by step in a sequence of their own. */
+function expectedTokens(count: number): number[] {
+  const { seq, pending } = prefilled();
+  try {
+    return stepwise(seq, pending, count);
+  } finally {
+    seq.free();
+  }
+}
 
-  const b = prefilled(executor);
+test("pipelined greedy tokens equal step-by-step greedy tokens", () => {
+  const expected = expectedTokens(12);
+  const b = prefilled();
   const pipeline = new GreedyPipeline(executor, b.seq, b.pending);
   const got = Array.from({ length: 12 }, (_, i) => pipeline.next(i < 11));
   assert.deepEqual(got, expected);
@@ -50,11 +56,8 @@ test("pipelined greedy tokens equal step-by-step greedy tokens", () => {
 });
 
 test("closing drops the step in flight: decoding on continues as if it never ran", () => {
-  const a = prefilled(executor);
-  const expected = stepwise(a.seq, a.pending, 10);
-  a.seq.free();
-
-  const b = prefilled(executor);
+  const expected = expectedTokens(10);
+  const b = prefilled();
   const pipeline = new GreedyPipeline(executor, b.seq, b.pending);
   const first = Array.from({ length: 6 }, () => pipeline.next());
   assert.equal(b.seq.length, prompt.length + 7, "the step after the sixth token is in flight");

@@ -3,8 +3,8 @@
  *
  * Step n + 1 is enqueued, its token fed from step n's argmax on the device, before the host reads
  * step n's token. A step that waits for its token on the host leaves the GPU idle while the host
- * copies the token back, plans the next step and launches it: about 0.1 ms of a 2.1 ms step of
- * Llama-3-8B int4 on an H100 (docs/BENCHMARKS.md).
+ * copies the token back, plans the next step and launches it: about 0.12 ms of a 2.2 ms step of
+ * Llama-3-8B int4 on an H100 (docs/BENCHMARKS.md, session 10).
  *
  * The price is one step of work thrown away when generation stops on something the host decides
  * (an end-of-sequence token, a stop string); close() drops that step from the cache. Between

@@ -296,7 +296,7 @@ export class CudaContext {
 
   /** Milliseconds between two recorded events (waits for the later one). */
   elapsedMs(start: Handle, end: Handle): number {
-    this.driver.call("cuEventSynchronize", [end]);
+    this.waitEvent(end);
     const ms = [0];
     this.driver.call("cuEventElapsedTime", [ms, start, end]);
     return ms[0];
