@@ -138,6 +138,30 @@ __device__ __forceinline__ void quantize32(float v, signed char* __restrict__ q,
   if ((threadIdx.x & 31) == 0) qs[i / 32] = float2{s, sum};
 }
 
+__device__ __forceinline__ float4 bf16x4_to_f32(uint2 w) {
+  return float4{bf16lo(w.x), bf16hi(w.x), bf16lo(w.y), bf16hi(w.y)};
+}
+__device__ __forceinline__ float sum_squares(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+
+// The 32 values held as float4s by 8 consecutive lanes, from element i (i % 32 == 0 for the first
+// of them), rounded to int8: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
+// Every lane of the warp must call it; `live` lanes store.
+__device__ __forceinline__ void quantize8x4(float4 v, bool live, signed char* __restrict__ q,
+                                            float2* __restrict__ qs, size_t i) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  float sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+  for (int o = 1; o < 8; o <<= 1) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  }
+  if (!live) return;
+  const float s = amax / 127.0f;
+  const auto code = [&](float x) { return amax > 0.0f ? (u32)(__float2int_rn(x / s) & 0xff) : 0u; };
+  *reinterpret_cast<u32*>(q + i) = code(v.x) | code(v.y) << 8 | code(v.z) << 16 | code(v.w) << 24;
+  if (i % 32 == 0) qs[i / 32] = float2{s, sum};
+}
+
 // GEMV epilogue (WARPS warps per block): adds the `split` warps' partial sums of a group of R rows
 // into the first of them; true for the thread that then holds the rows' results (lane 0 of the
 // group's first warp). Every thread must call it.

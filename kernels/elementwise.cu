@@ -9,13 +9,6 @@ extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = bf16_to_f32(src[i]);
 }
 
-extern "C" __global__ void add(const float* __restrict__ a, const float* __restrict__ b,
-                               float* __restrict__ y, int n) {
-  pdl_start();
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) y[i] = a[i] + b[i];
-}
-
 // y[r] = x[rows[r]]; one block per output row.
 extern "C" __global__ void gather_rows(const float* __restrict__ x, const int* __restrict__ rows,
                                        float* __restrict__ y, int cols) {

@@ -79,8 +79,10 @@ struct Segments {
   int n0, n1, n2;
 };
 
+// y = x·Wᵀ + bias (+ res: a single product's residual stream, same layout as y).
 template <int M>
-__device__ __forceinline__ void gemv(const Segments& s, const float* __restrict__ x, int K, int split) {
+__device__ __forceinline__ void gemv(const Segments& s, const float* __restrict__ x, const float* __restrict__ res,
+                                     int K, int split) {
   const int warp = threadIdx.x >> 5;
   int row = blockIdx.x * (kWarps / split) + warp / split;
   const uint4* w = s.w0;
@@ -106,7 +108,10 @@ __device__ __forceinline__ void gemv(const Segments& s, const float* __restrict_
   if (combine_parts<M, 1, kWarps>(acc, split) && valid) {
     const float b = bias ? bf16_to_f32(bias[row]) : 0.0f;
 #pragma unroll
-    for (int m = 0; m < M; m++) y[(size_t)m * n + row] = acc[0][m] + b;
+    for (int m = 0; m < M; m++) {
+      const size_t i = (size_t)m * n + row;
+      y[i] = acc[0][m] + b + (res ? res[i] : 0.0f);
+    }
   }
 }
 
@@ -136,9 +141,9 @@ __device__ __forceinline__ void gate_up(const uint4* __restrict__ wg, const uint
 }
 
 #define GEMV(M)                                                                                     \
-  extern "C" __global__ void __launch_bounds__(256) gemv_bf16_m##M(Segments s, const float* x, int K,   \
-                                                                   int split) {                     \
-    gemv<M>(s, x, K, split);                                                                        \
+  extern "C" __global__ void __launch_bounds__(256) gemv_bf16_m##M(Segments s, const float* x,         \
+                                                                   const float* res, int K, int split) { \
+    gemv<M>(s, x, res, K, split);                                                                   \
   }                                                                                                 \
   extern "C" __global__ void __launch_bounds__(256) gate_up_bf16_m##M(                             \
       const uint4* wg, const uint4* wu, const bf16_t* bg, const bf16_t* bu, const float* x, float* y, \

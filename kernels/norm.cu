@@ -3,8 +3,10 @@
 // also rounded to int8 per block of 32 for an integer-weight GEMV (quantize32's rule); with h
 // non-null, y · FP8_X_SCALE is also written as half for an fp8-weight GEMV.
 //
-// These run once or twice per layer between two weight-streaming products, on the decode step's
-// critical path, so they are written for latency: each thread holds its values as float4s in
+// Decode steps of quantized models fold each layer's first norm into the q/k/v product instead
+// (NormFold in qgemv.cu); this kernel serves the others, and the per-head q/k norms. It
+// runs on the step's critical path between two weight-streaming products, so it is written for
+// latency: each thread holds its values as float4s in
 // registers (one round trip to memory, not one per element), the norm weight is loaded before
 // pdl_wait(), and a block of 32 for the int8 copy is 8 lanes' float4s (3 shuffles, not 10).
 
@@ -17,30 +19,6 @@
 #define FOR_SLOTS(s, i4, n4)                                       \
   _Pragma("unroll") for (int s = 0; s < NORM_SLOTS; s++)            \
     if (const int i4 = threadIdx.x + s * blockDim.x; i4 < (n4))
-
-__device__ __forceinline__ float4 bf16x4_to_f32(uint2 w) {
-  return float4{bf16lo(w.x), bf16hi(w.x), bf16lo(w.y), bf16hi(w.y)};
-}
-__device__ __forceinline__ float sum_squares(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
-
-// The 32 values held as float4s by 8 consecutive lanes, from element i (i % 32 == 0 for the first
-// of them), rounded to int8: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
-// Every lane of the warp must call it; `live` lanes store.
-__device__ __forceinline__ void quantize8x4(float4 v, bool live, signed char* __restrict__ q,
-                                            float2* __restrict__ qs, size_t i) {
-  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-  float sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-  for (int o = 1; o < 8; o <<= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  }
-  if (!live) return;
-  const float s = amax / 127.0f;
-  const auto code = [&](float x) { return amax > 0.0f ? (u32)(__float2int_rn(x / s) & 0xff) : 0u; };
-  *reinterpret_cast<u32*>(q + i) = code(v.x) | code(v.y) << 8 | code(v.z) << 16 | code(v.w) << 24;
-  if (i % 32 == 0) qs[i / 32] = float2{s, sum};
-}
 
 // y = v * scale * w for this thread's float4s of the group starting at float4 `base4`, and the
 // int8 copy where q is non-null, the half copy where h is.
@@ -66,10 +44,8 @@ __device__ __forceinline__ void store_normed(const float4 (&v)[NORM_SLOTS], cons
   }
 }
 
-// y = rmsnorm(x), or with delta non-null, sum = x + delta and y = rmsnorm(sum): the residual add
-// fused with the next block's norm, so the residual stream is read once. q, qs, h as above.
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restrict__ x, const float* __restrict__ delta,
-                                                           const bf16_t* __restrict__ w, float* __restrict__ sum,
+// y = rmsnorm(x) of each group; q, qs, h as above.
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restrict__ x, const bf16_t* __restrict__ w,
                                                            float* __restrict__ y, int group, float eps,
                                                            signed char* __restrict__ q, float2* __restrict__ qs,
                                                            uint2* __restrict__ h) {
@@ -82,11 +58,6 @@ extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const float* __restri
   float ss = 0.0f;
   FOR_SLOTS(s, i4, n4) {
     v[s] = reinterpret_cast<const float4*>(x)[base4 + i4];
-    if (delta) {
-      const float4 d = reinterpret_cast<const float4*>(delta)[base4 + i4];
-      v[s] = float4{v[s].x + d.x, v[s].y + d.y, v[s].z + d.z, v[s].w + d.w};
-      reinterpret_cast<float4*>(sum)[base4 + i4] = v[s];
-    }
     ss += sum_squares(v[s]);
   }
   store_normed(v, wv, rsqrtf(block_sum(ss) / group + eps), n4, base4, y, q, qs, h);

@@ -200,10 +200,11 @@ __device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const f
 // acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
 // A software pipeline `depth` chunks deep: each chunk's load (with its scale) is issued `depth`
 // chunks before its use, the first ones before pdl_wait() (weights are never written by earlier
-// kernels).
-template <int M>
+// kernels). Every thread calls input.before_wait() beside those first loads, and input.after_wait(),
+// which gives x, right after the wait.
+template <int M, typename Input>
 __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
-                                          const XRows& x, int K, int group, int part, int split, bool valid,
+                                          Input& input, int K, int group, int part, int split, bool valid,
                                           float (&acc)[ROWS][M]) {
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
@@ -221,7 +222,9 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
 #pragma unroll
   for (int d = 0; d < depth; d++)
     if (first + d * stride < chunks) fetch(d, first + d * stride);
+  input.before_wait();
   pdl_start();
+  const XRows x = input.after_wait();
   for (int c0 = first; c0 < chunks; c0 += depth * stride) {
 #pragma unroll
     for (int d = 0; d < depth; d++) {
@@ -240,6 +243,134 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
 #pragma unroll
     for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
 }
+
+// The RMSNorm a q/k/v product folds in, so that no norm kernel runs before it: its input rows
+// (float32, K each), weight and eps (rmsnorm in norm.cu).
+struct NormIn {
+  const float* x;
+  const bf16_t* w;
+  float eps;
+};
+
+// float4s of a row each thread loads at once when a product folds a norm in: rows of up to
+// 1024 · FOLD_SLOTS values (checked by the host).
+#define FOLD_SLOTS 4
+
+// x rows for the products, made by every block from the norm's input in its shared memory
+// (M · K · 1.25 bytes for the integer schemes, M · K · 2 for fp8; K % 128 == 0, 256 threads).
+// The block's loads of x are L2 hits that replace the norm kernel's launch, its pass over x and
+// the products' reads of its output. Those hits queue behind the weight stream, so each thread
+// issues all of a row's loads at once, and the norm weight is loaded before the wait.
+//
+// Integer schemes round v = x · w to int8 per block of 32 without the norm's 1 / rms: a block's
+// codes do not change when all of its values are scaled, and its (scale, sum) scale with them,
+// so every sum the GEMV forms is the normed one times rms, and after[m] = 1 / rms takes it back
+// at the end. fp8 multiplies in half, which unnormed values (a residual stream reaches
+// thousands) could overflow: it reduces each row's squares first and writes v / rms ·
+// FP8_X_SCALE, and after[m] = 1.
+template <int M>
+struct NormFold {
+  const NormIn& n;
+  int K;
+  float (&after)[M];
+  uint2 w[FOLD_SLOTS];
+
+  __device__ __forceinline__ void before_wait() {
+#pragma unroll
+    for (int s = 0; s < FOLD_SLOTS; s++)
+      if (const int i4 = threadIdx.x + 256 * s; i4 < K / 4) w[s] = reinterpret_cast<const uint2*>(n.w)[i4];
+  }
+
+  __device__ __forceinline__ XRows after_wait() {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ float squares[kQWarps][M];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n4 = K / 4;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float4* xm = reinterpret_cast<const float4*>(n.x + (size_t)m * K);
+      float4 v[FOLD_SLOTS];
+      float ss = 0.0f;
+#pragma unroll
+      for (int s = 0; s < FOLD_SLOTS; s++)
+        if (const int i4 = threadIdx.x + 256 * s; i4 < n4) v[s] = xm[i4];
+#pragma unroll
+      for (int s = 0; s < FOLD_SLOTS; s++)
+        if (threadIdx.x + 256 * s < n4) ss += sum_squares(v[s]);
+      ss = warp_sum(ss);
+#if QFMT == 3
+      // The row's 1 / rms before its half values: one block-wide sum per row.
+      if (lane == 0) squares[warp][m] = ss;
+      __syncthreads();
+      ss = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kQWarps; i++) ss += squares[i][m];
+      const float k = rsqrtf(ss / K + n.eps) * FP8_X_SCALE;
+      uint2* h = reinterpret_cast<uint2*>(smem) + (size_t)m * n4;
+#pragma unroll
+      for (int s = 0; s < FOLD_SLOTS; s++) {
+        const int i4 = threadIdx.x + 256 * s;
+        if (i4 >= n4) break;
+        const float4 g = bf16x4_to_f32(w[s]);
+        h[i4] = uint2{f32x2_to_h2(v[s].x * g.x * k, v[s].y * g.y * k), f32x2_to_h2(v[s].z * g.z * k, v[s].w * g.w * k)};
+      }
+      after[m] = 1.0f;
+#else
+      if (lane == 0) squares[warp][m] = ss;
+      signed char* q = reinterpret_cast<signed char*>(smem) + (size_t)m * K;
+      float2* qs = reinterpret_cast<float2*>(smem + (size_t)M * K) + (size_t)m * (K / 32);
+#pragma unroll
+      for (int s = 0; s < FOLD_SLOTS; s++) {
+        const int i4 = threadIdx.x + 256 * s;
+        if (256 * s >= n4) break;  // uniform; K % 128 == 0 keeps whole warps live
+        const float4 g = bf16x4_to_f32(w[s]);
+        quantize8x4(float4{v[s].x * g.x, v[s].y * g.y, v[s].z * g.z, v[s].w * g.w}, i4 < n4, q, qs, 4 * i4);
+      }
+#endif
+    }
+    __syncthreads();
+#if QFMT == 3
+    return XRows{nullptr, nullptr, reinterpret_cast<const u32*>(smem)};
+#else
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      float ss = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kQWarps; i++) ss += squares[i][m];
+      after[m] = rsqrtf(ss / K + n.eps);
+    }
+    return XRows{reinterpret_cast<const int*>(smem), reinterpret_cast<const float2*>(smem + (size_t)M * K), nullptr};
+#endif
+  }
+};
+
+// x as an earlier kernel made it.
+struct GivenX {
+  const XRows& x;
+  __device__ __forceinline__ void before_wait() {}
+  __device__ __forceinline__ XRows after_wait() { return x; }
+};
+
+// A product's x (X: GivenX, or NormFold, whose after[m] then scales the sums), and what the
+// warp's outputs add at the end (`prior`: a residual stream's values for the lanes that write, 0
+// elsewhere), read right after the wait rather than left to the end.
+template <int M, typename X>
+struct ProductInput {
+  X x;
+  const float* res;  // [M, n], or null
+  int n, first;      // the warp's first output row of n
+  bool writes;
+  float (&prior)[ROWS][M];
+
+  __device__ __forceinline__ void before_wait() { x.before_wait(); }
+  __device__ __forceinline__ XRows after_wait() {
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+      for (int m = 0; m < M; m++)
+        prior[r][m] = res && writes && first + r < n ? res[(size_t)m * n + first + r] : 0.0f;
+    return x.after_wait();
+  }
+};
 
 // Up to three products sharing x (q, k, v), output rows numbered across them; each warp group
 // takes ROWS consecutive rows of one product (a product's row count is rounded up to ROWS).
@@ -270,15 +401,16 @@ __device__ __forceinline__ QSegment find_segment(const QSegments& s, int& first,
   return {s.w2, s.s2, s.b2, s.y2, s.n2};
 }
 
-template <int M>
-__device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K, int group, int split) {
+// y = x·Wᵀ + bias (+ res: a single product's residual stream, same layout as y); with NORM, x is
+// made from the norm's input (NormFold), and `x` is not read.
+template <int M, bool NORM>
+__device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, const NormIn& norm, const float* res, int K,
+                                      int group, int split) {
   const int warp = threadIdx.x >> 5;
   int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
   const QSegment seg = find_segment(s, first, ROWS);
   const chunk_t* w = seg.w;
   const void* sc = seg.sc;
-  const bf16_t* bias = seg.bias;
-  float* y = seg.y;
   const int n = seg.n;
   const bool valid = first < n;  // past the last row: still takes part in the block's barrier
   const chunk_t* wr[ROWS];
@@ -290,19 +422,33 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, int K,
     wr[r] = w + (size_t)rows[r] * (K / CHUNK_K);
     scs[r] = sc;
   }
-  float acc[ROWS][M];
+  float acc[ROWS][M], after[M], prior[ROWS][M];
 #pragma unroll
-  for (int r = 0; r < ROWS; r++)
+  for (int m = 0; m < M; m++) {
+    after[m] = 1.0f;
 #pragma unroll
-    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-  qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
+    for (int r = 0; r < ROWS; r++) acc[r][m] = 0.0f;
+  }
+  const bool writes = valid && (threadIdx.x & 31) == 0 && warp % split == 0;
+  if constexpr (NORM) {
+    ProductInput<M, NormFold<M>> input{{norm, K, after}, res, n, first, writes, prior};
+    qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
+  } else {
+    ProductInput<M, GivenX> input{{x}, res, n, first, writes, prior};
+    qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
+  }
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
+    int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
+    const QSegment seg = find_segment(s, first, ROWS);
+    const bf16_t* bias = seg.bias;
+    float* y = seg.y;
+    const int n = seg.n;
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
       if (first + r >= n) break;
       const float b = bias ? bf16_to_f32(bias[first + r]) : 0.0f;
 #pragma unroll
-      for (int m = 0; m < M; m++) y[(size_t)m * n + first + r] = acc[r][m] + b;
+      for (int m = 0; m < M; m++) y[(size_t)m * n + first + r] = acc[r][m] * after[m] + b + prior[r][m];
     }
   }
 }
@@ -323,7 +469,8 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
   float acc[ROWS][M];
 #pragma unroll
   for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
-  qdot_rows<M>(wr, scs, rows, x, K, group, warp % split, split, valid, acc);
+  GivenX input{x};
+  qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
@@ -368,9 +515,10 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
 }
 
 #define QGEMV(M)                                                                                       \
-  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS)                                        \
-      qgemv_m##M(QSegments s, const int* xq, const float2* xqs, const u32* xh, int K, int group, int split) { \
-    qgemv<M>(s, XRows{xq, xqs, xh}, K, group, split);                                                  \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgemv_m##M(                            \
+      QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int K, int group, \
+      int split) {                                                                                     \
+    qgemv<M, false>(s, XRows{xq, xqs, xh}, NormIn{}, res, K, group, split);                            \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                         \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
@@ -394,6 +542,15 @@ QGEMV(13)
 QGEMV(14)
 QGEMV(15)
 QGEMV(16)
+
+// The same products of the norm of x (NormFold), for one-row steps (foldsNorm in cuda-backend.ts).
+#define QGEMV_NORM(M)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgemv_norm_m##M(                       \
+      QSegments s, const float* nx, const bf16_t* nw, float eps, const float* res, int K, int group,   \
+      int split) {                                                                                     \
+    qgemv<M, true>(s, XRows{}, NormIn{nx, nw, eps}, res, K, group, split);                             \
+  }
+QGEMV_NORM(1)
 
 // ---- Steps of 2 to 16 rows on the tensor cores (sm_80 and later) ----
 //
@@ -636,9 +793,10 @@ __device__ __forceinline__ void tile_sums(const float (&acc)[NT][4], float (&red
   __syncthreads();
 }
 
-// q/k/v-style products (QSegments) of M rows: one block per tile of 16 rows of one product.
+// q/k/v-style products (QSegments) of M rows: one block per tile of 16 rows of one product; res
+// as in qgemv.
 template <int NT>
-__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, int M, int K, int group) {
+__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, const float* res, int M, int K, int group) {
   int r0 = blockIdx.x * 16;
   const QSegment seg = find_segment(s, r0, 16);
   const int n = seg.n, g = (threadIdx.x & 31) >> 2;
@@ -650,7 +808,9 @@ __device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, int M, 
   tile_sums<NT>(acc, red);
   for (int o = threadIdx.x; o < 16 * 8 * NT; o += blockDim.x) {
     const int r = r0 + o / (8 * NT), m = o % (8 * NT);
-    if (m < M && r < n) seg.y[(size_t)m * n + r] = red[0][r - r0][m] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f);
+    if (m >= M || r >= n) continue;
+    const size_t i = (size_t)m * n + r;
+    seg.y[i] = red[0][r - r0][m] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f) + (res ? res[i] : 0.0f);
   }
 }
 
@@ -681,8 +841,9 @@ __device__ __forceinline__ void qmma_gate_up(const chunk_t* wg, const chunk_t* w
 // qmma_m8 for steps of 2..8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
 #define QMMA(MT)                                                                                       \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS)                                    \
-      qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, int M, int K, int group) { \
-    qmma<MT / 8>(s, XRows{xq, xqs, xh}, M, K, group);                                                  \
+      qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int M, int K, \
+                 int group) {                                                                          \
+    qmma<MT / 8>(s, XRows{xq, xqs, xh}, res, M, K, group);                                             \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \

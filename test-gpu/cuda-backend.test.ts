@@ -93,6 +93,54 @@ function compare(name: string, c: Tensor, g: Tensor, tol = 1e-5): void {
   const err = relErr(gpu.read(g), cpu.read(c), name);
   assert.ok(err <= tol, `${name}: relative error ${err.toExponential(2)} > ${tol}`);
 }
+/**
+ * The products a decoder layer makes of one input, against the CPU: linear with a bias and a
+ * residual, q/k/v-style linearMany and gateUp, each of x itself and of rmsNorm(x) handed over as
+ * a norm (which one-row GPU products fold into their kernel). Each starts on a fresh arena (x
+ * uploaded again), so steps of hundreds of rows fit.
+ */
+function compareProducts(
+  what: string,
+  xc: CpuTensor,
+  [w, k, u]: [Tensor, Tensor][],
+  [bc, bg]: [Tensor, Tensor],
+  tol: number,
+): void {
+  const rc = new CpuTensor(xc.rows, w[0].rows, randn(xc.rows * w[0].rows));
+  const [nc, ng] = weight([xc.cols]);
+  const normC = { weight: nc, eps: 1e-6 };
+  const normG = { weight: ng, eps: 1e-6 };
+  const onGpu = (c: CpuTensor) => uploadRows(c.data, c.rows, c.cols);
+  const xg = () => (fresh(), onGpu(xc));
+  compare(
+    `linear+bias ${what}`,
+    cpu.linear(xc, w[0], { bias: bc }),
+    gpu.linear(xg(), w[1], { bias: bg }),
+    tol,
+  );
+  compare(
+    `linear+bias+residual of the norm ${what}`,
+    cpu.linear(xc, w[0], { bias: bc, residual: rc, norm: normC }),
+    gpu.linear(xg(), w[1], { bias: bg, residual: onGpu(rc), norm: normG }),
+    tol,
+  );
+  for (const norm of [undefined, normC]) {
+    const normed = norm ? " of the norm" : "";
+    const many = gpu.linearMany(xg(), [w[1], k[1], u[1]], [undefined, undefined, bg], norm && normG);
+    const manyRef = cpu.linearMany(xc, [w[0], k[0], u[0]], [undefined, undefined, bc], norm);
+    many.forEach((g, i) => compare(`linearMany[${i}]${normed} ${what}`, manyRef[i], g, tol));
+    compare(
+      `gateUp${normed} ${what}`,
+      cpu.gateUp(xc, w[0], u[0], { gateBias: bc, norm }),
+      gpu.gateUp(xg(), w[1], u[1], { gateBias: bg, norm: norm && normG }),
+      tol,
+    );
+  }
+}
+/** A random activation (on the CPU) of larger values, as a residual stream holds. */
+function residualStream(rows: number, cols: number): CpuTensor {
+  return new CpuTensor(rows, cols, randn(rows * cols, 30));
+}
 
 test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 rows, with and without bias", () => {
   for (const M of [1, 2, 3, 4, 5, 7, 8, 11, 16]) {
@@ -104,11 +152,20 @@ test("linear, fused q/k/v and fused gate·up (bf16 GEMV) for M = 1..16 rows, wit
     const [bkc, bkg] = weight([128]);
     const [xc, xg] = activation(M, 256);
     compare(`linear M=${M}`, cpu.linear(xc, wc), gpu.linear(xg, wg));
-    compare(`linear+bias M=${M}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg));
     const many = gpu.linearMany(xg, [wg, kg, ug], [bg, bkg, undefined]);
     const manyRef = cpu.linearMany(xc, [wc, kc, uc], [bc, bkc, undefined]);
     many.forEach((g, i) => compare(`linearMany[${i}] M=${M}`, manyRef[i], g));
-    compare(`gateUp M=${M}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), 1e-5);
+    compareProducts(
+      `M=${M}`,
+      xc as CpuTensor,
+      [
+        [wc, wg],
+        [kc, kg],
+        [uc, ug],
+      ],
+      [bc, bg],
+      1e-5,
+    );
   }
 });
 
@@ -118,10 +175,19 @@ test("tensor-core path (cuBLASLt, bf16 activations) for steps of more than 16 ro
     const [wc, wg] = weight([704, 256], 0.06);
     const [uc, ug] = weight([704, 256], 0.06);
     const [bc, bg] = weight([704]);
-    const [xc, xg] = activation(M, 256);
+    const [kc, kg] = weight([128, 256], 0.06);
     // x is rounded to bf16 on this path: errors of bf16 size are expected.
-    compare(`linear+bias M=${M}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), 1e-2);
-    compare(`gateUp M=${M}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), 1e-2);
+    compareProducts(
+      `M=${M}`,
+      new CpuTensor(M, 256, randn(M * 256)),
+      [
+        [wc, wg],
+        [kc, kg],
+        [uc, ug],
+      ],
+      [bc, bg],
+      1e-2,
+    );
   }
 });
 
@@ -168,17 +234,20 @@ test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, on tensor cores from 6 t
     const [uc, ug] = both(300, 256);
     const [bc, bg] = weight([300]);
     for (const M of [1, 2, 3, 5, 8, 12, 16, 37, 64, 100]) {
-      fresh();
-      const [xc, xg] = activation(M, 256);
       // The tensor-core path rounds x to bf16; the fp8 GEMV sums in half precision per chunk; the
       // integer GEMVs round x to int8 per block of 32.
       const tol = M > 16 ? 1e-2 : scheme === "fp8" ? 3e-3 : 1.5e-2;
-      const what = `${scheme} g${group} M=${M}`;
-      compare(`linear+bias ${what}`, cpu.linear(xc, wc, bc), gpu.linear(xg, wg, bg), tol);
-      const many = gpu.linearMany(xg, [wg, kg, ug], [undefined, undefined, bg]);
-      const manyRef = cpu.linearMany(xc, [wc, kc, uc], [undefined, undefined, bc]);
-      many.forEach((g, i) => compare(`linearMany[${i}] ${what}`, manyRef[i], g, tol));
-      compare(`gateUp ${what}`, cpu.gateUp(xc, wc, uc, bc), gpu.gateUp(xg, wg, ug, bg), tol);
+      compareProducts(
+        `${scheme} g${group} M=${M}`,
+        residualStream(M, 256),
+        [
+          [wc, wg],
+          [kc, kg],
+          [uc, ug],
+        ],
+        [bc, bg],
+        tol,
+      );
     }
   }
 });
@@ -199,10 +268,23 @@ test("quantized GEMV over long rows that the lanes do not cover evenly, rows spl
     const [uc, ug] = quantizedOnBoth(scheme, 2500, 2432, group);
     for (const M of [1, 4, 13]) {
       fresh();
-      const [xc, xg] = activation(M, 2432);
+      const xc = residualStream(M, 2432);
+      const xg = uploadRows(xc.data, M, 2432);
       const tol = scheme === "fp8" ? 3e-3 : 1.5e-2;
+      const [nc, ng] = weight([2432]);
       compare(`linear ${scheme} g${group} M=${M}`, cpu.linear(xc, wc), gpu.linear(xg, wg), tol);
-      compare(`gateUp ${scheme} g${group} M=${M}`, cpu.gateUp(xc, wc, uc), gpu.gateUp(xg, wg, ug), tol);
+      compare(
+        `linear of the norm ${scheme} g${group} M=${M}`,
+        cpu.linear(xc, wc, { norm: { weight: nc, eps: 1e-6 } }),
+        gpu.linear(xg, wg, { norm: { weight: ng, eps: 1e-6 } }),
+        tol,
+      );
+      compare(
+        `gateUp of the norm ${scheme} g${group} M=${M}`,
+        cpu.gateUp(xc, wc, uc, { norm: { weight: nc, eps: 1e-6 } }),
+        gpu.gateUp(xg, wg, ug, { norm: { weight: ng, eps: 1e-6 } }),
+        tol,
+      );
     }
   }
 });
@@ -211,7 +293,7 @@ test("a quantized weight the kernels cannot read is refused with what to do", ()
   assert.throws(() => gpu.quantizedWeight("w", quantized("int4", 8, 48, 48)), /multiple of 32.*--device cpu/);
 });
 
-test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
+test("rmsNorm over rows and over heads, concatCols", () => {
   fresh();
   const [xc, xg] = activation(5, 256);
   const [yc, yg] = activation(5, 256);
@@ -219,16 +301,12 @@ test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
   const [hc, hg] = weight([64]);
   compare("rmsNorm rows", cpu.rmsNorm(xc, wc, 1e-6), gpu.rmsNorm(xg, wg, 1e-6));
   compare("rmsNorm heads", cpu.rmsNorm(xc, hc, 1e-6), gpu.rmsNorm(xg, hg, 1e-6));
-  compare("add", cpu.add(xc, yc), gpu.add(xg, yg));
-  const [sc, nc] = cpu.addRmsNorm(xc, yc, wc, 1e-6);
-  const [sg, ng] = gpu.addRmsNorm(xg, yg, wg, 1e-6);
-  compare("addRmsNorm sum", sc, sg);
-  compare("addRmsNorm norm", nc, ng);
   compare("concatCols", cpu.concatCols(xc, yc), gpu.concatCols(xg, yg), 0);
   // Wide rows (every register slot of a norm thread), and the int8 copy the norm makes for an
-  // integer-weight product that reads its output.
-  const [wideC, wideG] = activation(3, 8192);
-  const [deltaC, deltaG] = activation(3, 8192);
+  // integer-weight product that reads its output (rows this wide are past those a GEMV folds the
+  // norm of).
+  const wideC = residualStream(3, 8192);
+  const wideG = uploadRows(wideC.data, 3, 8192);
   const [ww, wwg] = weight([8192]);
   compare("rmsNorm wide rows", cpu.rmsNorm(wideC, ww, 1e-6), gpu.rmsNorm(wideG, wwg, 1e-6));
   // The weight comes first: the half copies for fp8 are made once a model has an fp8 weight.
@@ -237,13 +315,10 @@ test("rmsNorm over rows and over heads, add, siluMul, concatCols", () => {
     ["fp8", "half", 3e-3],
   ] as [QuantScheme, string, number][]) {
     const [qc, qg] = quantizedOnBoth(scheme, 96, 8192, 128);
-    const [sumC, normC] = cpu.addRmsNorm(wideC, deltaC, ww, 1e-6);
-    const [sumG, normG] = gpu.addRmsNorm(wideG, deltaG, wwg, 1e-6);
-    compare("addRmsNorm wide sum", sumC, sumG);
     compare(
-      `${scheme} product of addRmsNorm's ${copy} copy`,
-      cpu.linear(normC, qc),
-      gpu.linear(normG, qg),
+      `${scheme} product of the norm of wide rows`,
+      cpu.linear(wideC, qc, { norm: { weight: ww, eps: 1e-6 } }),
+      gpu.linear(wideG, qg, { norm: { weight: wwg, eps: 1e-6 } }),
       tol,
     );
     compare(

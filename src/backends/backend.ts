@@ -78,6 +78,32 @@ export interface AttentionParams {
   slidingWindow: number | null;
 }
 
+/**
+ * An RMSNorm handed to the products that read its output (rmsNorm(x, weight, eps) per row), so
+ * that a backend can fold it into their kernels instead of running it first.
+ */
+export interface RowNorm {
+  weight: Tensor;
+  eps: number;
+}
+
+/** What a product x · wᵀ may fold in. */
+export interface LinearOptions {
+  /** Added to every output row. */
+  bias?: Tensor;
+  /** The product is of rmsNorm(x) with this norm, not of x. */
+  norm?: RowNorm;
+  /** Added to the result: the residual stream that a block's last product writes back into. */
+  residual?: Tensor;
+}
+
+/** What gateUp may fold in: the biases of its two products, and the norm of its input. */
+export interface GateUpOptions {
+  gateBias?: Tensor;
+  upBias?: Tensor;
+  norm?: RowNorm;
+}
+
 export interface Backend {
   /** Most rows one step may have, where the backend has a limit (its activation buffers). */
   readonly maxStepRows?: number;
@@ -117,15 +143,23 @@ export interface Backend {
   embed(table: Tensor, step: Step): Tensor;
   /** RMSNorm over each contiguous group of weight.cols elements (a whole row, or one head). */
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
-  /** x · wᵀ (+ bias): [M, K] × [N, K]ᵀ → [M, N]. */
-  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor;
-  /** Several products of the same x (q, k, v): one pass where the backend can fuse them. */
-  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[];
-  /** silu(x · gateᵀ + gateBias) * (x · upᵀ + upBias): the MLP's input side. */
-  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor;
-  add(a: Tensor, b: Tensor): Tensor;
-  /** [x + delta, rmsNorm(x + delta)]: the residual add and the next block's norm together. */
-  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor];
+  /** x · wᵀ (+ bias, + residual; of rmsNorm(x) with o.norm): [M, K] × [N, K]ᵀ → [M, N]. */
+  linear(x: Tensor, w: Tensor, o?: LinearOptions): Tensor;
+  /**
+   * Several products of the same x (q, k, v; of rmsNorm(x) with `norm`): one pass where the
+   * backend can fuse them.
+   */
+  linearMany(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    norm?: RowNorm,
+  ): Tensor[];
+  /**
+   * silu(x · gateᵀ + gateBias) * (x · upᵀ + upBias), x first normed with o.norm: the MLP's
+   * input side.
+   */
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, o?: GateUpOptions): Tensor;
   /**
    * Causal attention of each query row over its sequence's keys/values: [M, heads * headDim].
    * First rotates each head of q and k by its row's position (rope) and writes k and v into each

@@ -51,5 +51,5 @@ export function mtpLogits(
   depth: number,
   hidden: Tensor,
 ): Tensor {
-  return b.linear(b.rmsNorm(hidden, w.mtp[depth - 1].finalNorm, cfg.rmsNormEps), w.lmHead);
+  return b.linear(hidden, w.lmHead, { norm: { weight: w.mtp[depth - 1].finalNorm, eps: cfg.rmsNormEps } });
 }

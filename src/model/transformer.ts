@@ -60,13 +60,16 @@ export function outputLogits(
   hidden: Tensor,
   step: Step,
 ): Tensor {
-  return b.linear(b.rmsNorm(b.gatherOutputRows(hidden, step), w.norm, cfg.rmsNormEps), w.lmHead);
+  return b.linear(b.gatherOutputRows(hidden, step), w.lmHead, {
+    norm: { weight: w.norm, eps: cfg.rmsNormEps },
+  });
 }
 
 /**
- * Pre-norm decoder layers: x += attention(norm(x)); x += mlp(norm(x)). Each residual add is
- * fused with the norm that follows it (the next block's input), so the residual stream is read
- * once per block. Layer i uses KV-cache layer firstKvLayer + i.
+ * Pre-norm decoder layers: x += attention(norm(x)); x += mlp(norm(x)). Each norm is handed to
+ * the products that read it and each residual add to the product that ends its block, so a
+ * backend can fold both into those products' kernels (the CUDA backend does for one-row decode
+ * steps: no norm kernel runs between the products). Layer i uses KV-cache layer firstKvLayer + i.
  */
 export function decoderLayers(
   b: Backend,
@@ -77,28 +80,25 @@ export function decoderLayers(
   x: Tensor,
   step: Step,
 ): Tensor {
-  const eps = cfg.rmsNormEps;
-  let h = b.rmsNorm(x, layers[0].inputNorm, eps);
   layers.forEach((lw, i) => {
-    [x, h] = b.addRmsNorm(x, attention(b, lw, cfg, kv, firstKvLayer + i, h, step), lw.postNorm, eps);
-    const next = layers[i + 1];
-    const delta = mlp(b, lw, h);
-    if (next) [x, h] = b.addRmsNorm(x, delta, next.inputNorm, eps);
-    else x = b.add(x, delta);
+    x = attention(b, lw, cfg, kv, firstKvLayer + i, x, step);
+    x = mlp(b, lw, cfg, x);
   });
   return x;
 }
 
+/** x + o(attention(q, k, v of norm(x))). */
 function attention(
   b: Backend,
   lw: LayerWeights,
   cfg: ModelConfig,
   kv: KvStorage,
   kvLayer: number,
-  h: Tensor,
+  x: Tensor,
   step: Step,
 ): Tensor {
-  const qkv = b.linearMany(h, [lw.q, lw.k, lw.v], [lw.qBias, lw.kBias, lw.vBias]);
+  const norm = { weight: lw.inputNorm, eps: cfg.rmsNormEps };
+  const qkv = b.linearMany(x, [lw.q, lw.k, lw.v], [lw.qBias, lw.kBias, lw.vBias], norm);
   let [q, k] = qkv;
   const v = qkv[2];
   if (lw.qNorm && lw.kNorm) {
@@ -111,9 +111,12 @@ function attention(
     headDim: cfg.headDim,
     slidingWindow: cfg.slidingWindow,
   });
-  return b.linear(out, lw.o, lw.oBias);
+  return b.linear(out, lw.o, { bias: lw.oBias, residual: x });
 }
 
-function mlp(b: Backend, lw: LayerWeights, h: Tensor): Tensor {
-  return b.linear(b.gateUp(h, lw.gate, lw.up, lw.gateBias, lw.upBias), lw.down, lw.downBias);
+/** x + down(gateUp(norm(x))). */
+function mlp(b: Backend, lw: LayerWeights, cfg: ModelConfig, x: Tensor): Tensor {
+  const norm = { weight: lw.postNorm, eps: cfg.rmsNormEps };
+  const act = b.gateUp(x, lw.gate, lw.up, { gateBias: lw.gateBias, upBias: lw.upBias, norm });
+  return b.linear(act, lw.down, { bias: lw.downBias, residual: x });
 }

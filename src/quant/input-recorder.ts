@@ -1,10 +1,11 @@
 /**
  * A decorator around the CPU backend that names every weight it loads (by the Tensor object
  * returned from `weight`) and, while some weights are watched, adds the inputs x of every
- * linear, linearMany and gateUp that uses them to their Hessians. Weights that share an input
+ * linear, linearMany and gateUp that uses them (normed, where the call hands the product a norm)
+ * to their Hessians. Weights that share an input
  * in one call (q/k/v, gate/up) share one Hessian, so it is accumulated once.
  */
-import type { Backend, Tensor } from "../backends/backend.js";
+import type { Backend, RowNorm, Tensor } from "../backends/backend.js";
 import type { CpuBackend } from "../backends/cpu/cpu-backend.js";
 import { Hessian } from "./hessian.js";
 
@@ -15,15 +16,13 @@ export class InputRecorder {
   private hessians = new Map<string, Hessian>();
 
   constructor(private readonly cpu: CpuBackend) {
-    const record = (x: Tensor, ws: readonly Tensor[]) => this.record(x, ws);
+    const record = (x: Tensor, ws: readonly Tensor[], norm: RowNorm | undefined) =>
+      this.record(norm ? cpu.rmsNorm(x, norm.weight, norm.eps) : x, ws);
     const overrides: Partial<Backend> = {
       weight: (name, dtype, shape, bytes) => this.name(cpu.weight(name, dtype, shape, bytes), name),
-      linear: (x, w, bias) => (record(x, [w]), cpu.linear(x, w, bias)),
-      linearMany: (x, ws, biases) => (record(x, ws), cpu.linearMany(x, ws, biases)),
-      gateUp: (x, gate, up, gateBias, upBias) => (
-        record(x, [gate, up]),
-        cpu.gateUp(x, gate, up, gateBias, upBias)
-      ),
+      linear: (x, w, o) => (record(x, [w], o?.norm), cpu.linear(x, w, o)),
+      linearMany: (x, ws, biases, norm) => (record(x, ws, norm), cpu.linearMany(x, ws, biases, norm)),
+      gateUp: (x, gate, up, o) => (record(x, [gate, up], o?.norm), cpu.gateUp(x, gate, up, o)),
     };
     this.backend = new Proxy(cpu, {
       get: (target, prop) => {

@@ -3,7 +3,18 @@
  * is checked against, and the default where no GPU exists. Weights of any 16-bit or 8-bit float
  * dtype are widened to float32 at load time, trading memory for a simple, fast inner loop.
  */
-import type { AttentionParams, Backend, KvCacheSpec, KvStorage, Step, StepRows, Tensor } from "../backend.js";
+import type {
+  AttentionParams,
+  Backend,
+  GateUpOptions,
+  KvCacheSpec,
+  KvStorage,
+  LinearOptions,
+  RowNorm,
+  Step,
+  StepRows,
+  Tensor,
+} from "../backend.js";
 import { float32ToBf16Bits, toFloat32, type DType } from "../../model/dtype.js";
 import { Rng } from "../../engine/rng.js";
 import { dequantize } from "../../quant/dequantize.js";
@@ -119,35 +130,38 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+  linear(x: Tensor, w: Tensor, o: LinearOptions = {}): Tensor {
+    const xn = this.normed(x, o.norm);
     const out = new CpuTensor(x.rows, w.rows);
-    matmulTransposed(t(x).data, t(w).data, out.data, x.rows, x.cols, w.rows, bias && t(bias).data);
+    matmulTransposed(t(xn).data, t(w).data, out.data, x.rows, x.cols, w.rows, o.bias && t(o.bias).data);
+    if (o.residual) {
+      const r = t(o.residual).data;
+      for (let i = 0; i < r.length; i++) out.data[i] += r[i];
+    }
     return out;
   }
 
-  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
-    return ws.map((w, i) => this.linear(x, w, biases[i]));
+  linearMany(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    norm?: RowNorm,
+  ): Tensor[] {
+    const xn = this.normed(x, norm);
+    return ws.map((w, i) => this.linear(xn, w, { bias: biases[i] }));
   }
 
-  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor {
-    const g = t(this.linear(x, gate, gateBias)).data;
-    const u = t(this.linear(x, up, upBias)).data;
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, o: GateUpOptions = {}): Tensor {
+    const xn = this.normed(x, o.norm);
+    const g = t(this.linear(xn, gate, { bias: o.gateBias })).data;
+    const u = t(this.linear(xn, up, { bias: o.upBias })).data;
     const out = new CpuTensor(x.rows, gate.rows);
     for (let i = 0; i < g.length; i++) out.data[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
     return out;
   }
 
-  add(a: Tensor, b: Tensor): Tensor {
-    const out = new CpuTensor(a.rows, a.cols);
-    const ad = t(a).data,
-      bd = t(b).data;
-    for (let i = 0; i < ad.length; i++) out.data[i] = ad[i] + bd[i];
-    return out;
-  }
-
-  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
-    const sum = this.add(x, delta);
-    return [sum, this.rmsNorm(sum, weight, eps)];
+  private normed(x: Tensor, norm: RowNorm | undefined): Tensor {
+    return norm ? this.rmsNorm(x, norm.weight, norm.eps) : x;
   }
 
   attention(

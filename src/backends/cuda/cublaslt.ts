@@ -83,9 +83,9 @@ export class CublasLt {
   /**
    * y [M, N] (float32, row-major) = x [M, K] (bf16, row-major) · w [N, K]ᵀ (bf16, row-major).
    * In cuBLAS's column-major terms: yᵀ (N×M) = wᵀᵀ… i.e. D = op(A)·B with A = w viewed as K×N
-   * transposed, B = xᵀ as K×M.
+   * transposed, B = xᵀ as K×M. With `add` (float32 [M, N]), y = add + x · wᵀ (C = add, beta 1).
    */
-  matmul(y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number): void {
+  matmul(y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, add?: DevicePtr): void {
     const plan = this.plan(M, N, K);
     this.check(
       "cublasLtMatmul",
@@ -96,8 +96,8 @@ export class CublasLt {
       plan.a,
       x,
       plan.b,
-      this.zero,
-      y,
+      add ? this.one : this.zero,
+      add ?? y,
       plan.d,
       y,
       plan.d,

@@ -9,8 +9,11 @@ import type {
   Backend,
   CapturedGraph,
   DeviceDraw,
+  GateUpOptions,
   KvCacheSpec,
   KvStorage,
+  LinearOptions,
+  RowNorm,
   Step,
   StepRows,
   Tensor,
@@ -165,6 +168,14 @@ export interface CudaBackendOptions {
  * int8 281.6 against 281.1, fp8 276.6 against 264.5; 8 and 4 lose on int8 and fp8).
  */
 const quantizedWarpsPerSm = 16;
+
+/** The int8 copy of activations that fp8 products, which read a half copy, do without. */
+const noInt8: Int8Rows = { q: 0, scales: 0 };
+
+/** Shared-memory bytes of one row of x that a GEMV folding a norm in makes (NormFold). */
+function normedRowBytes(q: DeviceQuant, K: number): number {
+  return q.scheme === "fp8" ? 2 * K : K + (K / 32) * 8;
+}
 
 /** float4s each thread of a norm block holds in registers (kernels/norm.cu). */
 const normSlots = 4;
@@ -415,26 +426,56 @@ export class CudaBackend implements Backend {
 
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
     const out = this.tensor(x.rows, x.cols);
-    this.launchNorm(x, null, weight, null, out, eps);
+    const group = weight.cols;
+    // Whole-row norms also write the int8 and half copies a quantized product reads.
+    const q = group === x.cols ? this.int8For(out) : undefined;
+    const h = group === x.cols ? this.halfFor(out) : undefined;
+    this.launch("rmsnorm", [(x.rows * x.cols) / group, 1, 1], normThreads(group), [
+      { ptr: (x as CudaTensor).ptr },
+      { ptr: (weight as CudaTensor).ptr },
+      { ptr: out.ptr },
+      { i32: group },
+      { f32: eps },
+      { ptr: q?.q ?? 0 },
+      { ptr: q?.scales ?? 0 },
+      { ptr: h ?? 0 },
+    ]);
     return out;
   }
 
-  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
-    return this.linearMany(x, [w], [bias])[0];
+  linear(x: Tensor, w: Tensor, o: LinearOptions = {}): Tensor {
+    return this.products(x, [w], [o.bias], o.norm, o.residual)[0];
   }
 
-  linearMany(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
+  linearMany(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    norm?: RowNorm,
+  ): Tensor[] {
     if (ws.length > 3) throw new RangeError("linearMany fuses at most three products");
+    return this.products(x, ws, biases, norm);
+  }
+
+  /** linear and linearMany: products of x (normed with `norm`), plus `residual` (one weight only). */
+  private products(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    norm?: RowNorm,
+    residual?: Tensor,
+  ): Tensor[] {
     if (this.lt && x.rows > maxGemvRows) {
       // One bf16 copy of x serves every product, quantized weights included (dense).
-      const xb = this.bf16Copy(x);
+      const xb = this.bf16Copy(this.normed(x, norm));
       return ws.map((w, i) => {
         const out = this.tensor(x.rows, w.rows);
-        this.tensorCoreLinear(out, xb, this.dense(w), biases[i]);
+        this.tensorCoreLinear(out, xb, this.dense(w), biases[i], residual);
         return out;
       });
     }
-    if (ws.some((w) => quantOf(w))) return this.quantizedGemv(x, ws, biases);
+    if (ws.some((w) => quantOf(w))) return this.quantizedGemv(x, ws, biases, norm, residual);
+    const xn = this.normed(x, norm);
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const totalRows = ws.reduce((n, w) => n + w.rows, 0);
@@ -451,7 +492,8 @@ export class CudaBackend implements Backend {
       const split = this.gemvSplit(totalRows);
       this.launch(`gemv_bf16_m${m}`, [Math.ceil((totalRows * split) / 8), 1, 1], 256, [
         { bytes: new Uint8Array(seg.buffer) },
-        { ptr: (x as CudaTensor).ptr + r * K * 4 },
+        { ptr: (xn as CudaTensor).ptr + r * K * 4 },
+        { ptr: residual ? (residual as CudaTensor).ptr + r * totalRows * 4 : 0 },
         { i32: K },
         { i32: split },
       ]);
@@ -459,12 +501,32 @@ export class CudaBackend implements Backend {
     return outs;
   }
 
-  gateUp(x: Tensor, gate: Tensor, up: Tensor, gateBias?: Tensor, upBias?: Tensor): Tensor {
+  /** x, or rmsNorm(x) run as its own kernel where a product cannot fold `norm` in. */
+  private normed(x: Tensor, norm: RowNorm | undefined): Tensor {
+    return norm ? this.rmsNorm(x, norm.weight, norm.eps) : x;
+  }
+
+  /**
+   * Whether a quantized GEMV of `m` rows over `groups` pairs of weight rows folds the norm of its
+   * input in (qgemv_norm_m1 in kernels/qgemv.cu): one-row steps, rows of at most FOLD_SLOTS ·
+   * 1024 values, products of about one wave of blocks. Every block makes its own normed x, which
+   * pays only where there are few blocks. Measured on the H100 (8B int4, session 11 of
+   * docs/BENCHMARKS.md): q/k/v's 384 blocks took 6.2 µs plus a 3.8 µs norm, 8.3 µs folded;
+   * gate·up's 1792 went from 21.9 to 30.6 µs; steps of 2 and 4 rows lost (2.72 → 2.81 ms,
+   * 3.38 → 3.78 ms). So gate·up, the LM head and longer steps run the norm kernel first.
+   */
+  private foldsNorm(m: number, K: number, groups: number): boolean {
+    const blocks = Math.ceil((groups * this.gemvSplit(groups, quantizedWarpsPerSm)) / 8);
+    return m === 1 && K % 128 === 0 && K <= 4096 && blocks <= 4 * this.ctx.info.multiprocessors;
+  }
+
+  gateUp(x: Tensor, gate: Tensor, up: Tensor, o: GateUpOptions = {}): Tensor {
+    const { gateBias, upBias, norm } = o;
     const out = this.tensor(x.rows, gate.rows);
     const K = x.cols;
     const N = gate.rows;
     if (this.lt && x.rows > maxGemvRows) {
-      const xb = this.bf16Copy(x);
+      const xb = this.bf16Copy(this.normed(x, norm));
       const g = this.tensor(x.rows, N);
       const u = this.tensor(x.rows, N);
       this.tensorCoreLinear(g, xb, this.dense(gate), gateBias);
@@ -475,8 +537,10 @@ export class CudaBackend implements Backend {
     const qu = quantOf(up);
     if (qg || qu) {
       if (!qg || !qu || qg.scheme !== qu.scheme || qg.groupSize !== qu.groupSize) {
-        return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
+        const xn = this.normed(x, norm);
+        return this.siluMul(this.linear(xn, gate, { bias: gateBias }), this.linear(xn, up, { bias: upBias }));
       }
+      x = this.normed(x, norm);
       const xq = this.int8Rows(x, qg);
       const xh = this.halfRows(x, qg);
       const yh = this.halfFor(out);
@@ -517,6 +581,7 @@ export class CudaBackend implements Backend {
       }
       return out;
     }
+    const xn = this.normed(x, norm);
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
       const split = this.gemvSplit(N);
@@ -525,7 +590,7 @@ export class CudaBackend implements Backend {
         { ptr: (up as CudaTensor).ptr },
         { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
         { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
-        { ptr: (x as CudaTensor).ptr + r * K * 4 },
+        { ptr: (xn as CudaTensor).ptr + r * K * 4 },
         { ptr: out.ptr + r * N * 4 },
         { i32: N },
         { i32: K },
@@ -555,31 +620,46 @@ export class CudaBackend implements Backend {
    * Products with quantized weights for steps of at most 16 rows: the sub-16-bit GEMV (larger
    * steps dequantize each weight for the tensor cores, see dense).
    */
-  private quantizedGemv(x: Tensor, ws: readonly Tensor[], biases: readonly (Tensor | undefined)[]): Tensor[] {
+  private quantizedGemv(
+    x: Tensor,
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    norm: RowNorm | undefined,
+    residual: Tensor | undefined,
+  ): Tensor[] {
     const q = quantOf(ws[0]);
     const fusable = ws.every((w) => {
       const wq = quantOf(w);
       return wq && q && wq.scheme === q.scheme && wq.groupSize === q.groupSize;
     });
     // Weights of different schemes (a --keep'd one among them) go one launch each.
-    if (!fusable) return ws.map((w, i) => this.linearMany(x, [w], [biases[i]])[0]);
+    if (!fusable) {
+      const xn = this.normed(x, norm);
+      return ws.map((w, i) => this.products(xn, [w], [biases[i]])[0]);
+    }
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
+    const fold = norm !== undefined && this.foldsNorm(x.rows, K, groups);
+    if (norm && fold) {
+      // The norm's input (x) instead of x's int8 or half copies; rows fit in one launch.
+      const xin = [
+        { bytes: this.segments(ws, biases, outs, 0) },
+        { ptr: (x as CudaTensor).ptr },
+        { ptr: (norm.weight as CudaTensor).ptr },
+        { f32: norm.eps },
+        this.residualArg(residual, ws, 0),
+      ];
+      this.launchQgemv(q!, `qgemv_norm_m${x.rows}`, groups, xin, K, normedRowBytes(q!, K) * x.rows);
+      return outs;
+    }
+    x = this.normed(x, norm);
     const xq = this.int8Rows(x, q!);
     const xh = this.halfRows(x, q!);
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
-      const seg = new DataView(new ArrayBuffer(112));
-      ws.forEach((w, i) => {
-        seg.setBigUint64(8 * i, BigInt((w as CudaTensor).ptr), true);
-        seg.setBigUint64(24 + 8 * i, BigInt(quantOf(w)!.scales), true);
-        seg.setBigUint64(48 + 8 * i, BigInt(biases[i] ? (biases[i] as CudaTensor).ptr : 0), true);
-        seg.setBigUint64(72 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
-        seg.setInt32(96 + 4 * i, w.rows, true);
-      });
-      const args = [
-        { bytes: new Uint8Array(seg.buffer) },
+      const xin = [
+        { bytes: this.segments(ws, biases, outs, r) },
         { ptr: xq.q && xq.q + r * K },
         { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
         { ptr: xh && xh + r * K * 2 },
@@ -591,21 +671,60 @@ export class CudaBackend implements Backend {
           this.qgemvKernel(q!, `qmma_m${m <= 8 ? 8 : 16}`),
           [tiles, 1, 1],
           [256, 1, 1],
-          [...args, { i32: m }, { i32: K }, { i32: q!.groupSize }],
+          [...xin, this.residualArg(residual, ws, r), { i32: m }, { i32: K }, { i32: q!.groupSize }],
           "qmma",
         );
         continue;
       }
-      const split = this.gemvSplit(groups, quantizedWarpsPerSm);
-      this.ctx.launch(
-        this.qgemvKernel(q!, `qgemv_m${m}`),
-        [Math.ceil((groups * split) / 8), 1, 1],
-        [256, 1, 1],
-        [...args, { i32: K }, { i32: q!.groupSize }, { i32: split }],
-        "qgemv",
-      );
+      this.launchQgemv(q!, `qgemv_m${m}`, groups, [...xin, this.residualArg(residual, ws, r)], K);
     }
     return outs;
+  }
+
+  /** QSegments (kernels/qgemv.cu) of up to three quantized products, their outputs from row r on. */
+  private segments(
+    ws: readonly Tensor[],
+    biases: readonly (Tensor | undefined)[],
+    outs: readonly CudaTensor[],
+    r: number,
+  ): Uint8Array {
+    const seg = new DataView(new ArrayBuffer(112));
+    ws.forEach((w, i) => {
+      seg.setBigUint64(8 * i, BigInt((w as CudaTensor).ptr), true);
+      seg.setBigUint64(24 + 8 * i, BigInt(quantOf(w)!.scales), true);
+      seg.setBigUint64(48 + 8 * i, BigInt(biases[i] ? (biases[i] as CudaTensor).ptr : 0), true);
+      seg.setBigUint64(72 + 8 * i, BigInt(outs[i].ptr + r * w.rows * 4), true);
+      seg.setInt32(96 + 4 * i, w.rows, true);
+    });
+    return new Uint8Array(seg.buffer);
+  }
+
+  /** The residual a single product adds, from row r on (null for none). */
+  private residualArg(residual: Tensor | undefined, ws: readonly Tensor[], r: number): KernelArg {
+    return { ptr: residual ? (residual as CudaTensor).ptr + r * ws[0].rows * 4 : 0 };
+  }
+
+  /**
+   * A quantized GEMV (qgemv_m*, qgemv_norm_m*) over `groups` pairs of rows: `args` are its
+   * arguments up to the residual.
+   */
+  private launchQgemv(
+    q: DeviceQuant,
+    name: string,
+    groups: number,
+    args: KernelArg[],
+    K: number,
+    shared = 0,
+  ): void {
+    const split = this.gemvSplit(groups, quantizedWarpsPerSm);
+    this.ctx.launch(
+      this.qgemvKernel(q, name),
+      [Math.ceil((groups * split) / 8), 1, 1],
+      [256, 1, 1],
+      [...args, { i32: K }, { i32: q.groupSize }, { i32: split }],
+      "qgemv",
+      shared,
+    );
   }
 
   /**
@@ -657,7 +776,7 @@ export class CudaBackend implements Backend {
    * (kernels/qgemv.cu); fp8 weights read the half copy instead (null pointers).
    */
   private int8Rows(x: Tensor, q: DeviceQuant): Int8Rows {
-    if (q.scheme === "fp8") return { q: 0, scales: 0 };
+    if (q.scheme === "fp8") return noInt8;
     const made = (x as CudaTensor).int8;
     if (made) return made;
     const n = x.rows * x.cols;
@@ -719,8 +838,15 @@ export class CudaBackend implements Backend {
     return ptr;
   }
 
-  private tensorCoreLinear(out: CudaTensor, xb: DevicePtr, w: Tensor, bias?: Tensor): void {
-    this.lt!.matmul(out.ptr, xb, (w as CudaTensor).ptr, out.rows, w.rows, w.cols);
+  private tensorCoreLinear(
+    out: CudaTensor,
+    xb: DevicePtr,
+    w: Tensor,
+    bias?: Tensor,
+    residual?: Tensor,
+  ): void {
+    const add = residual ? (residual as CudaTensor).ptr : undefined;
+    this.lt!.matmul(out.ptr, xb, (w as CudaTensor).ptr, out.rows, w.rows, w.cols, add);
     if (bias) {
       const n = out.rows * out.cols;
       this.launch("add_bias", [Math.ceil(n / 256), 1, 1], 256, [
@@ -730,55 +856,6 @@ export class CudaBackend implements Backend {
         { i32: n },
       ]);
     }
-  }
-
-  add(a: Tensor, b: Tensor): Tensor {
-    const out = this.tensor(a.rows, a.cols);
-    const n = a.rows * a.cols;
-    this.launch("add", [Math.ceil(n / 256), 1, 1], 256, [
-      { ptr: (a as CudaTensor).ptr },
-      { ptr: (b as CudaTensor).ptr },
-      { ptr: out.ptr },
-      { i32: n },
-    ]);
-    return out;
-  }
-
-  addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps: number): [Tensor, Tensor] {
-    const sum = this.tensor(x.rows, x.cols);
-    const normed = this.tensor(x.rows, x.cols);
-    this.launchNorm(x, delta, weight, sum, normed, eps);
-    return [sum, normed];
-  }
-
-  /**
-   * out = rmsnorm(x), or with delta, sum = x + delta and out = rmsnorm(sum), over groups of
-   * weight.cols values (kernels/norm.cu). Whole-row norms also write the int8 and half copies a
-   * quantized product reads.
-   */
-  private launchNorm(
-    x: Tensor,
-    delta: Tensor | null,
-    weight: Tensor,
-    sum: CudaTensor | null,
-    out: CudaTensor,
-    eps: number,
-  ): void {
-    const group = weight.cols;
-    const q = group === x.cols ? this.int8For(out) : undefined;
-    const h = group === x.cols ? this.halfFor(out) : undefined;
-    this.launch("rmsnorm", [(x.rows * x.cols) / group, 1, 1], normThreads(group), [
-      { ptr: (x as CudaTensor).ptr },
-      { ptr: delta ? (delta as CudaTensor).ptr : 0 },
-      { ptr: (weight as CudaTensor).ptr },
-      { ptr: sum?.ptr ?? 0 },
-      { ptr: out.ptr },
-      { i32: group },
-      { f32: eps },
-      { ptr: q?.q ?? 0 },
-      { ptr: q?.scales ?? 0 },
-      { ptr: h ?? 0 },
-    ]);
   }
 
   attention(

@@ -20,8 +20,6 @@ export function profilingBackend(inner: CudaBackend): { backend: Backend; report
     "linear",
     "linearMany",
     "gateUp",
-    "add",
-    "addRmsNorm",
     "attention",
     "concatCols",
     "gatherOutputRows",
