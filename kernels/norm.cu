@@ -4,11 +4,11 @@
 // non-null, y · FP8_X_SCALE is also written as half for an fp8-weight GEMV.
 //
 // Decode steps of quantized models fold each layer's first norm into the q/k/v product instead
-// (NormFold in qgemv.cu); this kernel serves the others, and the per-head q/k norms. It
-// runs on the step's critical path between two weight-streaming products, so it is written for
-// latency: each thread holds its values as float4s in
-// registers (one round trip to memory, not one per element), the norm weight is loaded before
-// pdl_wait(), and a block of 32 for the int8 copy is 8 lanes' float4s (3 shuffles, not 10).
+// (NormFold in qgemv.cu); this kernel serves the others, and the per-head q/k norms. It runs on
+// the step's critical path between two weight-streaming products, so it is written for latency:
+// each thread holds its values as float4s in registers (one round trip to memory, not one per
+// element), the norm weight is loaded before pdl_wait(), and a block of 32 for the int8 copy is
+// 8 lanes' float4s (3 shuffles, not 10).
 
 // float4s per thread: rows of up to NORM_SLOTS * 4 * 1024 values (set and checked by the host).
 #ifndef NORM_SLOTS

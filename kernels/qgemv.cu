@@ -297,9 +297,9 @@ struct NormFold {
       for (int s = 0; s < FOLD_SLOTS; s++)
         if (threadIdx.x + 256 * s < n4) ss += sum_squares(v[s]);
       ss = warp_sum(ss);
+      if (lane == 0) squares[warp][m] = ss;
 #if QFMT == 3
       // The row's 1 / rms before its half values: one block-wide sum per row.
-      if (lane == 0) squares[warp][m] = ss;
       __syncthreads();
       ss = 0.0f;
 #pragma unroll
@@ -315,7 +315,6 @@ struct NormFold {
       }
       after[m] = 1.0f;
 #else
-      if (lane == 0) squares[warp][m] = ss;
       signed char* q = reinterpret_cast<signed char*>(smem) + (size_t)m * K;
       float2* qs = reinterpret_cast<float2*>(smem + (size_t)M * K) + (size_t)m * (K / 32);
 #pragma unroll
@@ -438,6 +437,8 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, const 
     qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
   }
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
+    // The output's segment found again rather than kept from the start: its pointers live across
+    // the loop cost int8's GEMV two registers, and a block per multiprocessor (65 against 63).
     int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
     const QSegment seg = find_segment(s, first, ROWS);
     const bf16_t* bias = seg.bias;

@@ -169,9 +169,6 @@ export interface CudaBackendOptions {
  */
 const quantizedWarpsPerSm = 16;
 
-/** The int8 copy of activations that fp8 products, which read a half copy, do without. */
-const noInt8: Int8Rows = { q: 0, scales: 0 };
-
 /** Shared-memory bytes of one row of x that a GEMV folding a norm in makes (NormFold). */
 function normedRowBytes(q: DeviceQuant, K: number): number {
   return q.scheme === "fp8" ? 2 * K : K + (K / 32) * 8;
@@ -493,7 +490,7 @@ export class CudaBackend implements Backend {
       this.launch(`gemv_bf16_m${m}`, [Math.ceil((totalRows * split) / 8), 1, 1], 256, [
         { bytes: new Uint8Array(seg.buffer) },
         { ptr: (xn as CudaTensor).ptr + r * K * 4 },
-        { ptr: residual ? (residual as CudaTensor).ptr + r * totalRows * 4 : 0 },
+        this.residualArg(residual, ws, r),
         { i32: K },
         { i32: split },
       ]);
@@ -640,8 +637,7 @@ export class CudaBackend implements Backend {
     const outs = ws.map((w) => this.tensor(x.rows, w.rows));
     const K = x.cols;
     const groups = ws.reduce((n, w) => n + Math.ceil(w.rows / 2), 0); // 2 rows per warp (ROWS)
-    const fold = norm !== undefined && this.foldsNorm(x.rows, K, groups);
-    if (norm && fold) {
+    if (norm && this.foldsNorm(x.rows, K, groups)) {
       // The norm's input (x) instead of x's int8 or half copies; rows fit in one launch.
       const xin = [
         { bytes: this.segments(ws, biases, outs, 0) },
@@ -776,7 +772,7 @@ export class CudaBackend implements Backend {
    * (kernels/qgemv.cu); fp8 weights read the half copy instead (null pointers).
    */
   private int8Rows(x: Tensor, q: DeviceQuant): Int8Rows {
-    if (q.scheme === "fp8") return noInt8;
+    if (q.scheme === "fp8") return { q: 0, scales: 0 };
     const made = (x as CudaTensor).int8;
     if (made) return made;
     const n = x.rows * x.cols;
