@@ -84,6 +84,32 @@ __device__ __forceinline__ void pdl_start() {
   pdl_launch_dependents();
 }
 
+// The first bytes of a GEMV's weights, pulled into L2 by the kernel itself before its wait: its
+// blocks of the first wave start while the kernel before it (a norm, quantize_x, attention, or a
+// product's last blocks) leaves the memory idle, but each lane's registers hold only a chunk or
+// two of its own rows. Up to four ranges (codes and scales of up to two weights); the first
+// `blocks` blocks (all resident at once) issue them, each thread every threads-th piece of
+// L2_PIECE bytes, line by line. Measured on the H100 (8B int4, docs/BENCHMARKS.md session 12):
+// 2 MB per product gained 1.4%, 8 MB lost 1%; Hopper's bulk prefetch (cp.async.bulk.prefetch)
+// of the same bytes lost 2% at 2 MB and 17% at 8 MB (the kernels beside it waited on it).
+#define L2_RANGES 4
+#define L2_PIECE 512
+struct L2Ranges {
+  const char* p[L2_RANGES];
+  unsigned long long n[L2_RANGES];  // bytes
+  int blocks;
+};
+__device__ __forceinline__ void prefetch_l2(const L2Ranges& r) {
+  if ((int)blockIdx.x >= r.blocks) return;
+  const unsigned long long thread = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x,
+                           threads = (unsigned long long)r.blocks * blockDim.x;
+#pragma unroll
+  for (int i = 0; i < L2_RANGES; i++)
+    for (unsigned long long o = thread * L2_PIECE; o < r.n[i]; o += threads * L2_PIECE)
+      for (unsigned long long b = o; b < o + L2_PIECE && b < r.n[i]; b += 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(r.p[i] + b));
+}
+
 // Rotary embedding of one pair (a, b) = (x[i], x[i + HEAD_DIM/2]) of a head at position pos
 // ("rotate half"). Rounded op by op (no fused multiply-add), so every kernel that rotates a key
 // gets the same bits: a key rotated on the fly must equal the one later read from the cache.

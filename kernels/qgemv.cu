@@ -200,12 +200,13 @@ __device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const f
 // acc[r][m] += row r · x[m] over this warp's chunks (every split-th, from part), reduced across the warp.
 // A software pipeline `depth` chunks deep: each chunk's load (with its scale) is issued `depth`
 // chunks before its use, the first ones before pdl_wait() (weights are never written by earlier
-// kernels). Every thread calls input.before_wait() beside those first loads, and input.after_wait(),
-// which gives x, right after the wait.
+// kernels), followed there by the kernel's L2 prefetch (`l2`, prefetch_l2). Every thread calls
+// input.before_wait() beside those first loads, and input.after_wait(), which gives x, right after
+// the wait.
 template <int M, typename Input>
 __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
-                                          Input& input, int K, int group, int part, int split, bool valid,
-                                          float (&acc)[ROWS][M]) {
+                                          Input& input, const L2Ranges& l2, int K, int group, int part, int split,
+                                          bool valid, float (&acc)[ROWS][M]) {
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
   const int first = lane + 32 * part, stride = 32 * split;
@@ -223,6 +224,7 @@ __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* 
   for (int d = 0; d < depth; d++)
     if (first + d * stride < chunks) fetch(d, first + d * stride);
   input.before_wait();
+  prefetch_l2(l2);
   pdl_start();
   const XRows x = input.after_wait();
   for (int c0 = first; c0 < chunks; c0 += depth * stride) {
@@ -404,7 +406,7 @@ __device__ __forceinline__ QSegment find_segment(const QSegments& s, int& first,
 // made from the norm's input (NormFold), and `x` is not read.
 template <int M, bool NORM>
 __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, const NormIn& norm, const float* res, int K,
-                                      int group, int split) {
+                                      int group, int split, const L2Ranges& l2) {
   const int warp = threadIdx.x >> 5;
   int first = (blockIdx.x * (kQWarps / split) + warp / split) * ROWS;
   const QSegment seg = find_segment(s, first, ROWS);
@@ -431,10 +433,10 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, const 
   const bool writes = valid && (threadIdx.x & 31) == 0 && warp % split == 0;
   if constexpr (NORM) {
     ProductInput<M, NormFold<M>> input{{norm, K, after}, res, n, first, writes, prior};
-    qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
+    qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   } else {
     ProductInput<M, GivenX> input{{x}, res, n, first, writes, prior};
-    qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
+    qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   }
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     // The output's segment found again rather than kept from the start: its pointers live across
@@ -459,7 +461,7 @@ template <int M>
 __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
                                          const bf16_t* bg, const bf16_t* bu, const XRows& x,
                                          float* __restrict__ y, unsigned short* __restrict__ yh, int N, int K,
-                                         int group, int split) {
+                                         int group, int split, const L2Ranges& l2) {
   const int warp = threadIdx.x >> 5;
   const int row = blockIdx.x * (kQWarps / split) + warp / split;
   const bool valid = row < N;
@@ -471,7 +473,7 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
 #pragma unroll
   for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
   GivenX input{x};
-  qdot_rows<M>(wr, scs, rows, input, K, group, warp % split, split, valid, acc);
+  qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
@@ -518,14 +520,14 @@ extern "C" __global__ void dequantize_bf16(const chunk_t* __restrict__ w, const 
 #define QGEMV(M)                                                                                       \
   extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgemv_m##M(                            \
       QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int K, int group, \
-      int split) {                                                                                     \
-    qgemv<M, false>(s, XRows{xq, xqs, xh}, NormIn{}, res, K, group, split);                            \
+      int split, L2Ranges l2) {                                                                        \
+    qgemv<M, false>(s, XRows{xq, xqs, xh}, NormIn{}, res, K, group, split, l2);                        \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgate_up_m##M(                         \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
       const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
-      int N, int K, int group, int split) {                                                            \
-    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, N, K, group, split);                \
+      int N, int K, int group, int split, L2Ranges l2) {                                               \
+    qgate_up<M>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, N, K, group, split, l2);            \
   }
 QGEMV(1)
 QGEMV(2)
@@ -548,8 +550,8 @@ QGEMV(16)
 #define QGEMV_NORM(M)                                                                                  \
   extern "C" __global__ void __launch_bounds__(256, QMINBLOCKS) qgemv_norm_m##M(                       \
       QSegments s, const float* nx, const bf16_t* nw, float eps, const float* res, int K, int group,   \
-      int split) {                                                                                     \
-    qgemv<M, true>(s, XRows{}, NormIn{nx, nw, eps}, res, K, group, split);                             \
+      int split, L2Ranges l2) {                                                                        \
+    qgemv<M, true>(s, XRows{}, NormIn{nx, nw, eps}, res, K, group, split, l2);                         \
   }
 QGEMV_NORM(1)
 

@@ -31,6 +31,7 @@ import { Kernels } from "./kernels.js";
 import { Nvrtc } from "./nvrtc.js";
 import { Timeline } from "./timeline.js";
 import { Staging } from "./staging.js";
+import { l2PrefetchArg, l2PrefetchBytes } from "./l2-prefetch.js";
 import { freshFrom, prefillTiles } from "./step-runs.js";
 
 /** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
@@ -38,6 +39,9 @@ interface DeviceQuant {
   scheme: QuantScheme;
   groupSize: number;
   scales: DevicePtr;
+  /** Bytes of the codes (at the tensor's ptr) and of the scales. */
+  codeBytes: number;
+  scaleBytes: number;
 }
 
 /** Activations rounded to int8 per block of 32, with a (scale, sum) float2 per block. */
@@ -303,7 +307,13 @@ export class CudaBackend implements Backend {
     this.largestQuantized = Math.max(this.largestQuantized, w.rows * w.cols);
     this.intWeights ||= w.scheme !== "fp8";
     this.fp8Weights ||= w.scheme === "fp8";
-    return new CudaTensor(w.rows, w.cols, codes, { scheme: w.scheme, groupSize: w.groupSize, scales });
+    return new CudaTensor(w.rows, w.cols, codes, {
+      scheme: w.scheme,
+      groupSize: w.groupSize,
+      scales,
+      codeBytes: layout.codes.byteLength,
+      scaleBytes: layout.scales.byteLength,
+    });
   }
 
   /**
@@ -334,7 +344,13 @@ export class CudaBackend implements Backend {
     this.largestQuantized = Math.max(this.largestQuantized, plan.rows * plan.cols);
     this.intWeights ||= scheme !== "fp8";
     this.fp8Weights ||= scheme === "fp8";
-    return new CudaTensor(plan.rows, plan.cols, codes, { scheme, groupSize: plan.groupSize, scales });
+    return new CudaTensor(plan.rows, plan.cols, codes, {
+      scheme,
+      groupSize: plan.groupSize,
+      scales,
+      codeBytes: plan.bytes,
+      scaleBytes: plan.groups * 4,
+    });
   }
 
   randomWeight(shape: readonly number[], dist: { mean: number; std: number; seed: number }): Tensor {
@@ -568,11 +584,19 @@ export class CudaBackend implements Backend {
           continue;
         }
         const split = this.gemvSplit(N, quantizedWarpsPerSm);
+        const blocks = Math.ceil((N * split) / 8);
         this.ctx.launch(
           this.qgemvKernel(qg, `qgate_up_m${m}`),
-          [Math.ceil((N * split) / 8), 1, 1],
+          [blocks, 1, 1],
           [256, 1, 1],
-          [...args, { i32: N }, { i32: K }, { i32: qg.groupSize }, { i32: split }],
+          [
+            ...args,
+            { i32: N },
+            { i32: K },
+            { i32: qg.groupSize },
+            { i32: split },
+            this.l2Prefetch([gate, up], blocks),
+          ],
           "qgate_up",
         );
       }
@@ -646,7 +670,7 @@ export class CudaBackend implements Backend {
         { f32: norm.eps },
         this.residualArg(residual, ws, 0),
       ];
-      this.launchQgemv(q!, `qgemv_norm_m${x.rows}`, groups, xin, K, normedRowBytes(q!, K) * x.rows);
+      this.launchQgemv(q!, `qgemv_norm_m${x.rows}`, groups, xin, K, ws, normedRowBytes(q!, K) * x.rows);
       return outs;
     }
     x = this.normed(x, norm);
@@ -672,7 +696,7 @@ export class CudaBackend implements Backend {
         );
         continue;
       }
-      this.launchQgemv(q!, `qgemv_m${m}`, groups, [...xin, this.residualArg(residual, ws, r)], K);
+      this.launchQgemv(q!, `qgemv_m${m}`, groups, [...xin, this.residualArg(residual, ws, r)], K, ws);
     }
     return outs;
   }
@@ -701,8 +725,9 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * A quantized GEMV (qgemv_m*, qgemv_norm_m*) over `groups` pairs of rows: `args` are its
-   * arguments up to the residual.
+   * A quantized GEMV (qgemv_m*, qgemv_norm_m*) of the weights `ws` over `groups` pairs of rows:
+   * `args` are its arguments up to the residual. It prefetches the leading rows of the first two
+   * weights (q/k/v: of q and k; v's come last and are left to the stream).
    */
   private launchQgemv(
     q: DeviceQuant,
@@ -710,17 +735,37 @@ export class CudaBackend implements Backend {
     groups: number,
     args: KernelArg[],
     K: number,
+    ws: readonly Tensor[],
     shared = 0,
   ): void {
     const split = this.gemvSplit(groups, quantizedWarpsPerSm);
+    const blocks = Math.ceil((groups * split) / 8);
     this.ctx.launch(
       this.qgemvKernel(q, name),
-      [Math.ceil((groups * split) / 8), 1, 1],
+      [blocks, 1, 1],
       [256, 1, 1],
-      [...args, { i32: K }, { i32: q.groupSize }, { i32: split }],
+      [...args, { i32: K }, { i32: q.groupSize }, { i32: split }, this.l2Prefetch(ws.slice(0, 2), blocks)],
       "qgemv",
       shared,
     );
+  }
+
+  /**
+   * The L2 prefetch of a GEMV of `blocks` blocks over `ws` (l2-prefetch.ts): each weight's codes
+   * (or bf16 values) and scales, issued by up to one block per multiprocessor.
+   */
+  private l2Prefetch(ws: readonly Tensor[], blocks: number): KernelArg {
+    const ranges = ws.flatMap((w): [DevicePtr, number][] => {
+      const t = w as CudaTensor;
+      return t.quant
+        ? [
+            [t.ptr, t.quant.codeBytes],
+            [t.quant.scales, t.quant.scaleBytes],
+          ]
+        : [[t.ptr, t.rows * t.cols * 2]];
+    });
+    const issuers = Math.min(blocks, this.ctx.info.multiprocessors);
+    return { bytes: l2PrefetchArg(ranges, l2PrefetchBytes, issuers) };
   }
 
   /**
