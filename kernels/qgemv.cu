@@ -578,7 +578,7 @@ QGEMV_NORM(1)
 // to 8 rows, but that floor is about twice a one-row step: each lane loads 4 or 8 bytes of a row
 // per step, so L1 handles several small requests (codes, scales, x and its scales) per 512
 // weights and is the busiest unit (Nsight Compute, gate·up: L1 71% busy, DRAM 32%). The host uses
-// this kernel from the measured crossovers on (qmmaFromRows in cuda-backend.ts: 6 to 9 rows).
+// this kernel from the measured crossovers on (qmmaFromRows in cuda-backend.ts: 6 to 12 rows).
 // Reaching the bandwidth at every M needs wider loads: codes reordered offline so that a lane's
 // 16-byte load feeds four steps, and x staged in shared memory in the matching order.
 

@@ -217,7 +217,7 @@ function quantizedOnBoth(scheme: QuantScheme, rows: number, cols: number, group:
   return [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
 }
 
-test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, on tensor cores from 6 to 9 rows) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
+test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, on tensor cores from 6 to 12 rows) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
   const cases: [QuantScheme, number][] = [
     ["fp8", 128],
     ["int8", 256],

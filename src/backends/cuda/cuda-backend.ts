@@ -107,12 +107,12 @@ const maxGemvRows = 16;
 /**
  * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
  * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
- * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 8): below them the GEMV
- * is faster, above them qmma (16-row steps: int4 9.60 → 8.01 ms, int8 10.48 → 7.81, fp8 14.00 →
- * 6.78). int2 is not measured and takes int4's. TACHYON_QMMA_FROM_ROWS overrides all of them
- * for measurements (17: never).
+ * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 12, GEMV against qmma):
+ * int4 11 rows 6.67 / 6.69 ms, 12 rows 7.75 / 7.08; int8 7 rows 6.12 / 5.92, 8 rows 8.45 / 6.10;
+ * fp8 5 rows 5.20 / 5.51, 6 rows 6.05 / 5.59. int2 is not measured and takes int4's.
+ * TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
  */
-const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 9, int4: 8, int2: 8, fp8: 6 };
+const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 7, int4: 12, int2: 12, fp8: 6 };
 const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
 
 interface CudaGraph extends CapturedGraph {
