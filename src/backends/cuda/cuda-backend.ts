@@ -751,18 +751,16 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * The L2 prefetch of a GEMV of `blocks` blocks over `ws` (l2-prefetch.ts): each weight's codes
-   * (or bf16 values) and scales, issued by up to one block per multiprocessor.
+   * The L2 prefetch of a quantized GEMV of `blocks` blocks over `ws` (l2-prefetch.ts): each
+   * weight's codes and scales, issued by up to one block per multiprocessor.
    */
   private l2Prefetch(ws: readonly Tensor[], blocks: number): KernelArg {
     const ranges = ws.flatMap((w): [DevicePtr, number][] => {
-      const t = w as CudaTensor;
-      return t.quant
-        ? [
-            [t.ptr, t.quant.codeBytes],
-            [t.quant.scales, t.quant.scaleBytes],
-          ]
-        : [[t.ptr, t.rows * t.cols * 2]];
+      const q = quantOf(w)!;
+      return [
+        [(w as CudaTensor).ptr, q.codeBytes],
+        [q.scales, q.scaleBytes],
+      ];
     });
     const issuers = Math.min(blocks, this.ctx.info.multiprocessors);
     return { bytes: l2PrefetchArg(ranges, l2PrefetchBytes, issuers) };
