@@ -16,13 +16,18 @@ export class InputRecorder {
   private hessians = new Map<string, Hessian>();
 
   constructor(private readonly cpu: CpuBackend) {
-    const record = (x: Tensor, ws: readonly Tensor[], norm: RowNorm | undefined) =>
-      this.record(norm ? cpu.rmsNorm(x, norm.weight, norm.eps) : x, ws);
+    // The products' input, normed once: recorded, then handed on without the norm.
+    const recorded = (x: Tensor, ws: readonly Tensor[], norm: RowNorm | undefined): Tensor => {
+      const xn = norm ? cpu.rmsNorm(x, norm.weight, norm.eps) : x;
+      this.record(xn, ws);
+      return xn;
+    };
     const overrides: Partial<Backend> = {
       weight: (name, dtype, shape, bytes) => this.name(cpu.weight(name, dtype, shape, bytes), name),
-      linear: (x, w, o) => (record(x, [w], o?.norm), cpu.linear(x, w, o)),
-      linearMany: (x, ws, biases, norm) => (record(x, ws, norm), cpu.linearMany(x, ws, biases, norm)),
-      gateUp: (x, gate, up, o) => (record(x, [gate, up], o?.norm), cpu.gateUp(x, gate, up, o)),
+      linear: (x, w, o) => cpu.linear(recorded(x, [w], o?.norm), w, { ...o, norm: undefined }),
+      linearMany: (x, ws, biases, norm) => cpu.linearMany(recorded(x, ws, norm), ws, biases),
+      gateUp: (x, gate, up, o) =>
+        cpu.gateUp(recorded(x, [gate, up], o?.norm), gate, up, { ...o, norm: undefined }),
     };
     this.backend = new Proxy(cpu, {
       get: (target, prop) => {
