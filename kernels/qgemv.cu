@@ -558,301 +558,357 @@ QGEMV_NORM(1)
 // ---- Steps of 2 to 16 rows on the tensor cores (sm_80 and later) ----
 //
 // The loop above multiplies each weight once per row of x, so a step of M rows costs about M
-// times the instructions of one row (int4, H100: 16 rows took 4.6× a one-row step). Here the
-// tensor cores multiply each loaded weight with up to 16 rows of x at once.
+// times the instructions of one row. Here the tensor cores multiply each loaded weight with up to
+// 16 rows of x at once, in half precision with float32 sums (m16n8k16 mmas), reading the same
+// codes in the same layout as the GEMV.
 //
-// A block serves a tile of 16 weight rows, and its 8 warps split K into contiguous ranges of
-// 32-k steps. In a step, lane (g, t) = (lane / 4, lane % 4) holds k = 8t .. 8t + 7 of weight rows
-// g and g + 8: the A operand of one m16n8k32 s8 mma (integer codes as quad_codes decodes them) or
-// of two m16n8k16 f16 mmas (fp8 codes, converted exactly). The same k of x row g are the B
-// operand, and x rows 8 + g a second mma's for steps of more than 8 rows. The mma hands lane
-// (g, t) the sums of weight rows g and g + 8 with x rows 2t and 2t + 1.
+// A warp owns a tile of 16 weight rows (gate·up: 8 gate rows and the same 8 up rows) and streams
+// it through one slice of K; a block's 8 warps own 8 tiles and share the slice of x, which the
+// block converts once to half into shared memory. In a step, lane (g, t) = (lane / 4, lane % 4)
+// loads one whole chunk (16 bytes: int4 32 k, int8 and fp8 16; int2 8 bytes, 32 k) of rows g and
+// g + 8: the four lanes t read 64 contiguous bytes of each row (int2 32). The codes become half in
+// registers (word_pairs) already centred, scaled and offset (integer schemes), so the sums need
+// no per-group work and groups of any size may differ between the lanes of one mma; fp8's
+// 128×128 block scale is applied to float32 sums per block instead (e4m3 times a block scale
+// could leave half's range).
 //
-// Scales stay off the per-step path: integer sums are scaled by x's block of 32 (one step) and
-// gathered per weight group, and the weight's scale and offset are applied once per group; fp8
-// sums stay in the mma's float accumulators for a 128×128 block. (A first version scaled every
-// step and divided by the group size per step: its instructions, not memory, bounded it at a
-// third of the bandwidth.) The warps' sums meet in shared memory.
+// The mma's k order is free as long as the weights (A) and x (B) agree: mma j of a step takes
+// the lane's pairs 2j and 2j + 1, which hold the k that word_pairs decodes together, and x is
+// staged with the same pairs (stage_x): (0, 2) and (1, 3) of every 4 consecutive k for the
+// integer schemes, (0, 1) and (2, 3) for fp8.
 //
-// Measured on the H100 (8B, session 8 of docs/BENCHMARKS.md), a step costs about the same from 2
-// to 8 rows, but that floor is about twice a one-row step: each lane loads 4 or 8 bytes of a row
-// per step, so L1 handles several small requests (codes, scales, x and its scales) per 512
-// weights and is the busiest unit (Nsight Compute, gate·up: L1 71% busy, DRAM 32%). The host uses
-// this kernel from the measured crossovers on (qmmaFromRows in cuda-backend.ts: 6 to 12 rows).
-// Reaching the bandwidth at every M needs wider loads: codes reordered offline so that a lane's
-// 16-byte load feeds four steps, and x staged in shared memory in the matching order.
+// K is cut into slices (the host's qmmaSlice: 512 or 1024) run by gridDim.y blocks, which keeps
+// enough blocks for short products: each writes its float32 sums to `partials`, and the last
+// block of a row of blocks to arrive (counted in `counters`, reset by it) adds them in slice
+// order, so the result does not depend on which block came last.
+//
+// Measured on the H100 (8B, session 14 of docs/BENCHMARKS.md): a 16-row int4 step 5.2 ms, against
+// 7.9 with the previous version (which loaded 4 bytes of a row per lane and step, split K across
+// a block's warps and re-read x per warp), and 10.4 on the GEMV; but a 2-row step still costs
+// about twice a one-row step. Nsight Compute puts a product at 40% of the DRAM bandwidth with the
+// warps waiting on their weight loads, and a timeline of one-row steps forced onto this kernel
+// gives each launch about 10 µs more than its bytes need (o: 14.5 µs for 8.4 MB). A version that
+// multiplied codes and int8 x on the integer tensor cores (a quarter of the instructions) was no
+// faster, so the instructions are not what bounds it.
 
 #define MMA_WARPS 8
-// Steps each lane keeps in flight (codes and scales, the first issued before pdl_wait) and x
-// steps loaded ahead of use.
+// Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
+// pieces of staged x they meet per tile of 8 x rows.
+#define MMA_PAIRS (CHUNK_K / 2)
+#define WORD_PAIRS (MMA_PAIRS / CHUNK_WORDS)
+#define X_PIECES (MMA_PAIRS / 4)
+// k of one warp step: four lanes, a chunk each.
+#define MMA_STEP_K (4 * CHUNK_K)
+// Steps each lane keeps in flight (codes and scales; the first issued before pdl_wait).
 #ifndef QMMA_DEPTH
 #define QMMA_DEPTH 4
-#endif
-#ifndef QMMA_XDEPTH
-#define QMMA_XDEPTH 1
 #endif
 // Blocks per multiprocessor the register allocation must allow.
 #ifndef QMMA_MINBLOCKS
 #define QMMA_MINBLOCKS 2
 #endif
-static_assert(QMMA_DEPTH % QMMA_XDEPTH == 0, "the x ring's slots must follow the weight ring's");
-// Bytes of one weight row.
-#define ROW_BYTES(K) ((size_t)((K) / CHUNK_K) * sizeof(chunk_t))
+// The most shared memory a block's slice of x takes as half (qmmaSlice in cuda-backend.ts: 1024
+// k of 16 rows).
+#define QMMA_X_BYTES 32768
 
-#if QFMT == 0 || QFMT == 3
-typedef uint2 wfrag_t;  // 8 one-byte codes
-#else
-typedef u32 wfrag_t;  // int4: 8 codes; int2: the word holding them (two lanes load it)
-#endif
-
-// Lane t's codes of a row for 32-k step s: k = 32s + 8t .. 32s + 8t + 7.
-__device__ __forceinline__ wfrag_t load_wfrag(const unsigned char* row, int s, int t) {
-#if QFMT == 0 || QFMT == 3
-  return load_stream2(reinterpret_cast<const uint2*>(row + s * 32 + t * 8));
-#else
+__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
   u32 r;
-  const unsigned char* p = row + (QFMT == 1 ? s * 16 + t * 4 : s * 8 + (t >> 1) * 4);
-  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
+}
+
+// Word w of a chunk's codes as WORD_PAIRS half2 values, code - CENTRE (exact) for the integer
+// schemes. Codes or'ed into the mantissa of 1024 (0x6400) read as 1024 + code · 2^b, b their bit
+// position in the half; one subtraction (or multiply-add) leaves code - CENTRE. Pair p holds
+// k = 4 (p / 2) + p % 2 and that k + 2 of the word's k (integer schemes; fp8 k = 2p, 2p + 1).
+__device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
+#if QFMT == 1
+  // Low nibbles of bytes 0, 2 are k 0, 2; of bytes 1, 3 (w >> 8) k 1, 3; high nibbles k + 4.
+  const u32 v = w >> 8;
+  p[0] = hsub2((w & 0x000F000Fu) | 0x64006400u, 0x64086408u);                // - 1032
+  p[1] = hsub2((v & 0x000F000Fu) | 0x64006400u, 0x64086408u);
+  p[2] = hfma2((w & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);  // / 16 - 72
+  p[3] = hfma2((v & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);
+#elif QFMT == 2
+  // Bits 2s, 2s + 1 of bytes 0, 2 are k 4s, 4s + 2; of bytes 1, 3 k 4s + 1, 4s + 3: 1024 + code · 4^s.
+  const u32 v = w >> 8;
+  const u32 mul[4] = {0x3C003C00u, 0x34003400u, 0x2C002C00u, 0x24002400u};  // 4^-s
+  const u32 sub[4] = {0xE402E402u, 0xDC08DC08u, 0xD420D420u, 0xCC80CC80u};  // -(1024 · 4^-s + 2)
+#pragma unroll
+  for (int s = 0; s < 4; s++) {
+    p[2 * s] = hfma2((w & (0x00030003u << 2 * s)) | 0x64006400u, mul[s], sub[s]);
+    p[2 * s + 1] = hfma2((v & (0x00030003u << 2 * s)) | 0x64006400u, mul[s], sub[s]);
+  }
+#elif QFMT == 0
+  // Signed bytes k 0..3, made unsigned (+128) and placed under 0x64: 1024 + 128 + code.
+  const u32 u = w ^ 0x80808080u;
+  p[0] = hsub2(__byte_perm(u, 0x64646464u, 0x4240), 0x64806480u);
+  p[1] = hsub2(__byte_perm(u, 0x64646464u, 0x4341), 0x64806480u);
+#else
+  p[0] = fp8_pair(w, 0), p[1] = fp8_pair(w, 1);
 #endif
 }
 
-// A row's stored scales for its steps from `step` on, one step at a time: the group changes every
-// `per` steps (left: steps until the current one ends), counted down rather than divided for.
-struct ScaleCursor {
-  const u32* p;
-  int left, per;
-  __device__ __forceinline__ ScaleCursor(const void* scales, int r, int step, int K, int group)
-      : p(scale_at(scales, r, step * 32, K, group)), per(QFMT == 3 ? 4 : group / 32) {
-    left = per - step % per;
+// The block's slice of x (k0 .. k0 + steps · MMA_STEP_K of every row) as half in shared memory,
+// in the order the lanes read it: for step s, x tile i (rows 8i .. 8i + 7), piece q and lane
+// (g, t), the 16 bytes at ((s · NT + i) · X_PIECES + q) · 32 + lane hold pairs 4q .. 4q + 3 of
+// lane t's chunk for row 8i + g (zero for rows past M). Integer schemes read x's int8 copy: code
+// times its block's scale, rounded to half once. Each thread issues all of its loads before it
+// converts any: they are L2 hits queued behind the weight stream.
+template <int NT>
+__device__ __forceinline__ void stage_x(uint4* __restrict__ xs, const XRows& x, int M, int K, int k0, int steps) {
+  constexpr int per = QMMA_X_BYTES / 16 / 256;
+  const int n = steps * NT * X_PIECES * 32;
+#if QFMT == 3
+  uint4 h[per];
+#else
+  uint2 c[per];
+  float sc[per];
+#endif
+#pragma unroll
+  for (int j = 0; j < per; j++) {
+    const int e = threadIdx.x + 256 * j;
+    const int lane = e & 31, q = (e >> 5) % X_PIECES, i = (e >> 5) / X_PIECES % NT, s = (e >> 5) / X_PIECES / NT;
+    const int m = 8 * i + (lane >> 2);
+    const bool live = e < n && m < M;
+    const size_t k = (size_t)m * K + k0 + s * MMA_STEP_K + (lane & 3) * CHUNK_K + 8 * q;
+#if QFMT == 3
+    h[j] = live ? *reinterpret_cast<const uint4*>(x.h + k / 2) : uint4{0u, 0u, 0u, 0u};  // pairs in order
+#else
+    c[j] = live ? *reinterpret_cast<const uint2*>(reinterpret_cast<const signed char*>(x.q) + k) : uint2{0u, 0u};
+    sc[j] = live ? x.qs[k / 32].x : 0.0f;
+#endif
   }
-  __device__ __forceinline__ u32 next() {
-    const u32 v = *p;
-    if (--left == 0) p++, left = per;
-    return v;
+#pragma unroll
+  for (int j = 0; j < per; j++) {
+    const int e = threadIdx.x + 256 * j;
+    if (e >= n) break;
+#if QFMT == 3
+    xs[e] = h[j];
+#else
+    float v[8];
+#pragma unroll
+    for (int b = 0; b < 8; b++) v[b] = (float)(signed char)((b < 4 ? c[j].x : c[j].y) >> (8 * (b & 3))) * sc[j];
+    xs[e] = uint4{f32x2_to_h2(v[0], v[2]), f32x2_to_h2(v[1], v[3]), f32x2_to_h2(v[4], v[6]), f32x2_to_h2(v[5], v[7])};
+#endif
   }
-};
+}
 
-// One stage of a lane's weight stream: codes and scales of rows g and g + 8.
-struct WStage {
-  wfrag_t w[2];
+// One step of a lane's weight stream: the chunks of rows g and g + 8 and their stored scales.
+struct MmaStage {
+  chunk_t w[2];
   u32 s[2];
 };
 
-// A step's x for a lane, NT = MT / 8 mma tiles of 8 rows: k = 32s + 8t .. + 7 of row 8i + g, and
-// for integer weights the (scale, sum) of x's block for rows 8i + 2t and 8i + 2t + 1.
-template <int NT>
-struct XStage {
-#if QFMT == 3
-  uint4 h[NT];  // 8 halves
-#else
-  uint2 q[NT];  // 8 int8
-  float2 s[NT][2];
-#endif
-};
-
-template <int NT>
-__device__ __forceinline__ XStage<NT> load_xstage(const XRows& x, int M, int K, int s) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  XStage<NT> f;
-#pragma unroll
-  for (int i = 0; i < NT; i++) {
-    const int m = min(8 * i + g, M - 1);  // rows past the step: any row, their sums are dropped
-#if QFMT == 3
-    f.h[i] = *reinterpret_cast<const uint4*>(x.h + ((size_t)m * K + s * 32 + t * 8) / 2);
-#else
-    f.q[i] = *reinterpret_cast<const uint2*>(reinterpret_cast<const char*>(x.q) + (size_t)m * K + s * 32 + t * 8);
-#pragma unroll
-    for (int j = 0; j < 2; j++) f.s[i][j] = x.qs[(size_t)min(8 * i + 2 * t + j, M - 1) * (K / 32) + s];
-#endif
-  }
-  return f;
+__device__ __forceinline__ void mma_f16(float (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// This warp's sums over its steps: acc[i][e] for x tile i, weight row g + 8 (e / 2) and x row
-// 8i + 2t + e % 2. The lane loads weight row rows[r] of codes[r] with scales[r] as the tile's row
-// g + 8r (clamped to the weight).
+// sums[i] += the step's products of the tile with x tile i: lane (g, t) gets weight rows g
+// (elements 0, 1) and g + 8 (2, 3) with x rows 8i + 2t and 8i + 2t + 1.
 template <int NT>
-__device__ __forceinline__ void qmma_tile(const unsigned char* const (&codes)[2], const void* const (&scales)[2],
-                                          const int (&rows)[2], const XRows& x, int M, int K, int group,
-                                          float (&acc)[NT][4]) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
-  const int steps = K / 32, per = (steps + MMA_WARPS - 1) / MMA_WARPS;
-  const int begin = min(steps, warp * per), end = min(steps, begin + per);
-  const unsigned char* wrow[2] = {codes[0] + rows[0] * ROW_BYTES(K), codes[1] + rows[1] * ROW_BYTES(K)};
-  ScaleCursor cursor[2] = {ScaleCursor(scales[0], rows[0], begin, K, group),
-                           ScaleCursor(scales[1], rows[1], begin, K, group)};
-  // Steps until this warp's current group ends (counted like the cursors, which run ahead).
-  const int per_group = cursor[0].per;
-  int left = cursor[0].left;
-  WStage pw[QMMA_DEPTH];
-  auto fetch = [&](WStage& st, int s) {
+__device__ __forceinline__ void mma_step(const MmaStage& st, const uint4* __restrict__ xp, float (&sums)[NT][4]) {
+  u32 xv[NT][MMA_PAIRS];
 #pragma unroll
-    for (int r = 0; r < 2; r++) st.w[r] = load_wfrag(wrow[r], s, t), st.s[r] = cursor[r].next();
-  };
+  for (int i = 0; i < NT; i++)
 #pragma unroll
-  for (int d = 0; d < QMMA_DEPTH; d++)
-    if (begin + d < end) fetch(pw[d], begin + d);
-  pdl_start();
-  XStage<NT> px[QMMA_XDEPTH];
+    for (int q = 0; q < X_PIECES; q++) {
+      const uint4 v = xp[(i * X_PIECES + q) * 32];
+      xv[i][4 * q] = v.x, xv[i][4 * q + 1] = v.y, xv[i][4 * q + 2] = v.z, xv[i][4 * q + 3] = v.w;
+    }
+#if QFMT != 3
+  // Each row's (scale, offset) for its codes minus CENTRE, as half2 pairs.
+  u32 sc[2], off[2];
 #pragma unroll
-  for (int d = 0; d < QMMA_XDEPTH; d++)
-    if (begin + d < end) px[d] = load_xstage<NT>(x, M, K, begin + d);
-  // Sums of the current group: per (tile, element); integer schemes also x's block sums per row.
-  float part[NT][4], xsum[NT][2];
-#pragma unroll
-  for (int i = 0; i < NT; i++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) part[i][e] = acc[i][e] = 0.0f;
-    xsum[i][0] = xsum[i][1] = 0.0f;
+  for (int r = 0; r < 2; r++) {
+    const float2 f = h2_to_f32x2(st.s[r]);
+    const float o = f.y + CENTRE * f.x;
+    sc[r] = __byte_perm(st.s[r], 0u, 0x1010);
+    off[r] = f32x2_to_h2(o, o);
   }
-  for (int s0 = begin; s0 < end; s0 += QMMA_DEPTH) {
-#pragma unroll
-    for (int d = 0; d < QMMA_DEPTH; d++) {
-      const int s = s0 + d;
-      if (s >= end) break;
-      const WStage w = pw[d];
-      const XStage<NT> xs = px[d % QMMA_XDEPTH];
-      if (s + QMMA_DEPTH < end) fetch(pw[d], s + QMMA_DEPTH);
-      if (s + QMMA_XDEPTH < end) px[d % QMMA_XDEPTH] = load_xstage<NT>(x, M, K, s + QMMA_XDEPTH);
-#if QFMT == 3
-      u32 a[2][4];  // k 0..3 of the lane's eight, then 4..7: rows g, g + 8 as the mma wants them
-#pragma unroll
-      for (int j = 0; j < 2; j++) {
-        const u32 lo = j ? w.w[0].y : w.w[0].x, hi = j ? w.w[1].y : w.w[1].x;
-        a[j][0] = fp8_pair(lo, 0), a[j][1] = fp8_pair(hi, 0), a[j][2] = fp8_pair(lo, 1), a[j][3] = fp8_pair(hi, 1);
-      }
-#pragma unroll
-      for (int i = 0; i < NT; i++) {
-        const u32 b[4] = {xs.h[i].x, xs.h[i].y, xs.h[i].z, xs.h[i].w};
-#pragma unroll
-        for (int j = 0; j < 2; j++)
-          asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-              "{%0,%1,%2,%3};"
-              : "+f"(part[i][0]), "+f"(part[i][1]), "+f"(part[i][2]), "+f"(part[i][3])
-              : "r"(a[j][0]), "r"(a[j][1]), "r"(a[j][2]), "r"(a[j][3]), "r"(b[2 * j]), "r"(b[2 * j + 1]));
-      }
-#else
-      int a[4];  // rows g, g + 8 at k 0..3 of the lane's eight, then at 4..7
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-#if QFMT == 0
-        const u32 w0 = w.w[r].x, w1 = w.w[r].y;
-#else
-        const u32 w0 = w.w[r], w1 = w.w[r];
 #endif
-        a[r] = quad_codes(w0, 2 * t), a[2 + r] = quad_codes(w1, 2 * t + 1);
-      }
 #pragma unroll
-      for (int i = 0; i < NT; i++) {
-        int r[4];
-        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%10,%10,%10,%10};"
-            : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(xs.q[i].x), "r"(xs.q[i].y), "r"(0));
+  for (int w = 0; w < CHUNK_WORDS; w++) {
+    u32 a[WORD_PAIRS], b[WORD_PAIRS];
+    word_pairs(word(st.w[0], w), a);
+    word_pairs(word(st.w[1], w), b);
+#if QFMT != 3
 #pragma unroll
-        for (int e = 0; e < 4; e++) part[i][e] += (float)r[e] * xs.s[i][e % 2].x;
-        xsum[i][0] += xs.s[i][0].y, xsum[i][1] += xs.s[i][1].y;
-      }
+    for (int p = 0; p < WORD_PAIRS; p++) a[p] = hfma2(a[p], sc[0], off[0]), b[p] = hfma2(b[p], sc[1], off[1]);
 #endif
-      // At the end of a group (or of this warp's steps): the weight rows' scale and offset.
-      if (--left == 0 || s == end - 1) {
-        left = per_group;
-        const float2 ws[2] = {decode_scale(w.s[0]), decode_scale(w.s[1])};
 #pragma unroll
-        for (int i = 0; i < NT; i++) {
+    for (int j = 0; j < WORD_PAIRS / 2; j++) {
+      const u32 frag[4] = {a[2 * j], b[2 * j], a[2 * j + 1], b[2 * j + 1]};
+      const int p = w * WORD_PAIRS + 2 * j;
 #pragma unroll
-          for (int e = 0; e < 4; e++) {
-#if QFMT == 3
-            acc[i][e] += part[i][e] * ws[e / 2].x;
-#else
-            acc[i][e] += part[i][e] * ws[e / 2].x + ws[e / 2].y * xsum[i][e % 2];
-#endif
-            part[i][e] = 0.0f;
-          }
-          xsum[i][0] = xsum[i][1] = 0.0f;
-        }
-      }
+      for (int i = 0; i < NT; i++) mma_f16(sums[i], frag, xv[i][p], xv[i][p + 1]);
     }
   }
 }
 
-// The block's sums over its warps: red[r][m] for tile row r and x row m. Every thread must call it.
+// The warp's sums over its tile and the block's slice of K (blockIdx.y · slice, up to slice k):
+// the lane streams weight rows rows[r] of codes[r] (tile rows g + 8r; `live` false for a tile
+// past the weight, which only helps stage x).
 template <int NT>
-__device__ __forceinline__ void tile_sums(const float (&acc)[NT][4], float (&red)[MMA_WARPS][16][8 * NT]) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+__device__ __forceinline__ void qmma_slice(const chunk_t* const (&codes)[2], const void* const (&scales)[2],
+                                           const int (&rows)[2], bool live, const XRows& x, int M, int K, int group,
+                                           int slice, float (&acc)[NT][4]) {
+  extern __shared__ uint4 xs[];
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const int k0 = blockIdx.y * slice, steps = (min(K, k0 + slice) - k0) / MMA_STEP_K;
+  // The rows' codes and stored scales (a power-of-two group: the scale of k is at k >> shift).
+  const int shift = QFMT == 3 ? 7 : 31 - __clz(group);
+  const chunk_t* wrow[2];
+  const u32* srow[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    wrow[r] = codes[r] + (size_t)rows[r] * (K / CHUNK_K);
+    srow[r] = reinterpret_cast<const u32*>(scales[r]) +
+              (size_t)(QFMT == 3 ? rows[r] / 128 * ((K + 127) / 128) : rows[r] * (K >> shift));
+  }
+  MmaStage ring[QMMA_DEPTH];
+  auto fetch = [&](MmaStage& st, int s) {
+    const int k = k0 + s * MMA_STEP_K + t * CHUNK_K;
+#pragma unroll
+    for (int r = 0; r < 2; r++) st.w[r] = load_chunk(wrow[r] + k / CHUNK_K), st.s[r] = srow[r][k >> shift];
+  };
+#pragma unroll
+  for (int d = 0; d < QMMA_DEPTH; d++)
+    if (live && d < steps) fetch(ring[d], d);
+  pdl_start();
+  stage_x<NT>(xs, x, M, K, k0, steps);
+  __syncthreads();
+  float part[NT][4];  // fp8: the current 128-k block's sums
 #pragma unroll
   for (int i = 0; i < NT; i++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) red[warp][g + 8 * (e / 2)][8 * i + 2 * t + e % 2] = acc[i][e];
-  __syncthreads();
-  for (int o = threadIdx.x; o < 16 * 8 * NT; o += blockDim.x) {
-    const int r = o / (8 * NT), m = o % (8 * NT);
-    float v = red[0][r][m];
+    for (int e = 0; e < 4; e++) acc[i][e] = part[i][e] = 0.0f;
+  if (!live) return;
+  for (int s0 = 0; s0 < steps; s0 += QMMA_DEPTH) {
 #pragma unroll
-    for (int w = 1; w < MMA_WARPS; w++) v += red[w][r][m];
-    red[0][r][m] = v;
+    for (int d = 0; d < QMMA_DEPTH; d++) {
+      const int s = s0 + d;
+      if (s >= steps) break;
+      const MmaStage st = ring[d];
+      if (s + QMMA_DEPTH < steps) fetch(ring[d], s + QMMA_DEPTH);
+      const uint4* xp = xs + (size_t)s * NT * X_PIECES * 32 + lane;
+#if QFMT == 3
+      mma_step<NT>(st, xp, part);
+      if ((k0 + (s + 1) * MMA_STEP_K) % 128 == 0 || s == steps - 1) {
+        // Rows g and g + 8 (or gate and up) each lie in one 128-row block.
+        const float scale[2] = {decode_scale(st.s[0]).x, decode_scale(st.s[1]).x};
+#pragma unroll
+        for (int i = 0; i < NT; i++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) acc[i][e] += part[i][e] * scale[e / 2], part[i][e] = 0.0f;
+      }
+#else
+      mma_step<NT>(st, xp, acc);
+#endif
+    }
   }
-  __syncthreads();
 }
 
-// q/k/v-style products (QSegments) of M rows: one block per tile of 16 rows of one product; res
-// as in qgemv.
+// With gridDim.y slices: the block's sums go to `partials`, and the last block of the row to
+// arrive replaces every lane's sums with the slices' total (added in slice order) and resets the
+// row's counter. True for the block that then writes the outputs. Every thread must call it.
 template <int NT>
-__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, const float* res, int M, int K, int group) {
-  int r0 = blockIdx.x * 16;
-  const QSegment seg = find_segment(s, r0, 16);
-  const int n = seg.n, g = (threadIdx.x & 31) >> 2;
-  const int rows[2] = {min(r0 + g, n - 1), min(r0 + g + 8, n - 1)};
-  const unsigned char* codes = reinterpret_cast<const unsigned char*>(seg.w);
-  float acc[NT][4];
-  qmma_tile<NT>({codes, codes}, {seg.sc, seg.sc}, rows, x, M, K, group, acc);
-  __shared__ float red[MMA_WARPS][16][8 * NT];
-  tile_sums<NT>(acc, red);
-  for (int o = threadIdx.x; o < 16 * 8 * NT; o += blockDim.x) {
-    const int r = r0 + o / (8 * NT), m = o % (8 * NT);
-    if (m >= M || r >= n) continue;
-    const size_t i = (size_t)m * n + r;
-    seg.y[i] = red[0][r - r0][m] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f) + (res ? res[i] : 0.0f);
+__device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __restrict__ partials, int* counters) {
+  if (gridDim.y == 1) return true;
+  float4* const mine = reinterpret_cast<float4*>(partials) + (size_t)blockIdx.x * blockDim.x * NT + threadIdx.x * NT;
+  const size_t slice_stride = (size_t)gridDim.x * blockDim.x * NT;
+#pragma unroll
+  for (int i = 0; i < NT; i++)
+    __stcg(mine + blockIdx.y * slice_stride + i, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last;
+  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();
+#pragma unroll
+  for (int i = 0; i < NT; i++) {
+    float4 v = float4{0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = 0; s < (int)gridDim.y; s++) {
+      const float4 p = __ldcg(mine + s * slice_stride + i);
+      v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
+    }
+    acc[i][0] = v.x, acc[i][1] = v.y, acc[i][2] = v.z, acc[i][3] = v.w;
   }
+  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+  return true;
 }
 
-// silu(x·Wg + bg) * (x·Wu + bu) of M rows: a tile is 8 gate rows (tile rows 0..7) and the same 8
-// up rows (8..15).
+// q/k/v-style products (QSegments) of M rows: warp w of block b owns tile 8b + w (16 rows of one
+// product); res as in qgemv.
+template <int NT>
+__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, const float* res, int M, int K, int group,
+                                     int slice, float* partials, int* counters) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  int r0 = (blockIdx.x * MMA_WARPS + (threadIdx.x >> 5)) * 16;
+  const QSegment seg = find_segment(s, r0, 16);
+  const int n = seg.n;
+  const bool live = r0 < n;
+  const int rows[2] = {live ? min(r0 + g, n - 1) : 0, live ? min(r0 + g + 8, n - 1) : 0};
+  float acc[NT][4];
+  qmma_slice<NT>({seg.w, seg.w}, {seg.sc, seg.sc}, rows, live, x, M, K, group, slice, acc);
+  if (!gather_slices<NT>(acc, partials, counters) || !live) return;
+#pragma unroll
+  for (int i = 0; i < NT; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int m = 8 * i + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
+      if (m >= M || r >= n) continue;
+      const size_t o = (size_t)m * n + r;
+      seg.y[o] = acc[i][e] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f) + (res ? res[o] : 0.0f);
+    }
+}
+
+// silu(x·Wg + bg) * (x·Wu + bu) of M rows: a warp's tile is 8 gate rows (tile rows 0..7) and the
+// same 8 up rows (8..15), so each lane holds a gate sum and its up sum.
 template <int NT>
 __device__ __forceinline__ void qmma_gate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
                                              const bf16_t* bg, const bf16_t* bu, const XRows& x, float* __restrict__ y,
-                                             unsigned short* __restrict__ yh, int M, int N, int K, int group) {
-  const int r0 = blockIdx.x * 8, g = (threadIdx.x & 31) >> 2;
-  const int rows[2] = {min(r0 + g, N - 1), min(r0 + g, N - 1)};
+                                             unsigned short* __restrict__ yh, int M, int N, int K, int group,
+                                             int slice, float* partials, int* counters) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int r = (blockIdx.x * MMA_WARPS + (threadIdx.x >> 5)) * 8 + g;
+  const bool live = r - g < N;
+  const int rows[2] = {live ? min(r, N - 1) : 0, live ? min(r, N - 1) : 0};
   float acc[NT][4];
-  qmma_tile<NT>({reinterpret_cast<const unsigned char*>(wg), reinterpret_cast<const unsigned char*>(wu)}, {sg, su},
-                rows, x, M, K, group, acc);
-  __shared__ float red[MMA_WARPS][16][8 * NT];
-  tile_sums<NT>(acc, red);
-  for (int o = threadIdx.x; o < 8 * 8 * NT; o += blockDim.x) {
-    const int j = o / (8 * NT), m = o % (8 * NT), r = r0 + j;
-    if (m >= M || r >= N) continue;
-    const float a = red[0][j][m] + (bg ? bf16_to_f32(bg[r]) : 0.0f);
-    const float out = a / (1.0f + expf(-a)) * (red[0][8 + j][m] + (bu ? bf16_to_f32(bu[r]) : 0.0f));
-    y[(size_t)m * N + r] = out;
-    if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
-  }
+  qmma_slice<NT>({wg, wu}, {sg, su}, rows, live, x, M, K, group, slice, acc);
+  if (!gather_slices<NT>(acc, partials, counters) || r >= N) return;
+  const float gb = bg ? bf16_to_f32(bg[r]) : 0.0f, ub = bu ? bf16_to_f32(bu[r]) : 0.0f;
+#pragma unroll
+  for (int i = 0; i < NT; i++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const int m = 8 * i + 2 * t + e;
+      if (m >= M) continue;
+      const float a = acc[i][e] + gb;
+      const float out = a / (1.0f + expf(-a)) * (acc[i][2 + e] + ub);
+      y[(size_t)m * N + r] = out;
+      if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
+    }
 }
 
 #if __CUDA_ARCH__ >= 800
-// qmma_m8 for steps of 2..8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
+// qmma_m8 for steps of up to 8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
 #define QMMA(MT)                                                                                       \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS)                                    \
       qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int M, int K, \
-                 int group) {                                                                          \
-    qmma<MT / 8>(s, XRows{xq, xqs, xh}, res, M, K, group);                                             \
+                 int group, int slice, float* partials, int* counters) {                              \
+    qmma<MT / 8>(s, XRows{xq, xqs, xh}, res, M, K, group, slice, partials, counters);                  \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
       const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
-      int M, int N, int K, int group) {                                                                \
-    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group);           \
+      int M, int N, int K, int group, int slice, float* partials, int* counters) {                     \
+    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group, slice, partials, \
+                         counters);                                                                    \
   }
 QMMA(8)
 QMMA(16)

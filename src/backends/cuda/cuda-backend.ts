@@ -107,13 +107,44 @@ const maxGemvRows = 16;
 /**
  * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
  * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
- * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 12, GEMV against qmma):
- * int4 11 rows 6.67 / 6.69 ms, 12 rows 7.75 / 7.08; int8 7 rows 6.12 / 5.92, 8 rows 8.45 / 6.10;
- * fp8 5 rows 5.20 / 5.51, 6 rows 6.05 / 5.59. int2 is not measured and takes int4's.
+ * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 14, GEMV against qmma,
+ * ms per step): int4 5 rows 3.74 / 3.78, 6 rows 4.65 / 3.81; int8 6 rows 4.75 / 5.33, 7 rows
+ * 6.08 / 6.00; fp8 4 rows 4.44 / 5.08, 5 rows 5.13 / 5.10. int2 is not measured and takes int4's.
  * TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
  */
-const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 7, int4: 12, int2: 12, fp8: 6 };
+const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 7, int4: 6, int2: 6, fp8: 5 };
 const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
+
+/**
+ * K each qmma block covers, whose half copy of x it stages in shared memory (at most
+ * QMMA_X_BYTES in kernels/qgemv.cu): 512 for steps padded to 8 rows, 1024 for 16. Measured on
+ * the H100 (8B int4, docs/BENCHMARKS.md session 14): more, shorter blocks win for 8 rows (2-row
+ * step 4.11 ms with 2048, 3.75 with 512), while 16 rows lose to the partial sums of many slices
+ * (5.40 ms with 1024, 6.79 with 256).
+ */
+function qmmaSlice(xRows: number): number {
+  return xRows <= 8 ? 512 : 1024;
+}
+
+/** K of one qmma warp step (4 lanes, a chunk each): the multiple of it a row must be. */
+function qmmaStepK(scheme: QuantScheme): number {
+  return 4 * chunkWeights[scheme];
+}
+
+/** Partial-sum bytes (256 threads, 16 bytes per 8 x rows each) and counters of a qmma grid. */
+function qmmaNeeds(
+  grid: [number, number, number],
+  xRows: number,
+): { partialBytes: number; counters: number } {
+  return { partialBytes: grid[1] > 1 ? grid[0] * grid[1] * 256 * 2 * xRows : 0, counters: grid[0] };
+}
+
+interface QmmaScratch {
+  partials: DevicePtr;
+  partialBytes: number;
+  counterPtr: DevicePtr;
+  counters: number;
+}
 
 interface CudaGraph extends CapturedGraph {
   exec: unknown;
@@ -199,6 +230,10 @@ export class CudaBackend implements Backend {
   /** Elements of the largest quantized weight: the size of the bf16 dequantization scratch. */
   private largestQuantized = 0;
   private dequantScratch: DevicePtr | null = null;
+  /** Where qmma's slices meet (qmmaScratch), once a step needs it. */
+  private qmmaSpace: QmmaScratch | null = null;
+  /** Whether a graph is being captured (nothing may be allocated). */
+  private capturing = false;
   /** Whether any weight is of an integer scheme: producers then also write int8 activations. */
   private intWeights = false;
   /** Whether any weight is fp8: producers then also write half activations. */
@@ -574,13 +609,12 @@ export class CudaBackend implements Backend {
         ];
         if (this.tensorCoreRows(qg, m, K)) {
           // Tiles of 8 gate rows and the same 8 up rows.
-          this.ctx.launch(
-            this.qgemvKernel(qg, `qmma_gate_up_m${m <= 8 ? 8 : 16}`),
-            [Math.ceil(N / 8), 1, 1],
-            [256, 1, 1],
-            [...args, { i32: m }, { i32: N }, { i32: K }, { i32: qg.groupSize }],
-            "qmma_gate_up",
-          );
+          this.launchQmma(qg, "qmma_gate_up", m, Math.ceil(N / 8), K, [
+            ...args,
+            { i32: m },
+            { i32: N },
+            { i32: K },
+          ]);
           continue;
         }
         const split = this.gemvSplit(N, quantizedWarpsPerSm);
@@ -685,15 +719,14 @@ export class CudaBackend implements Backend {
         { ptr: xh && xh + r * K * 2 },
       ];
       if (this.tensorCoreRows(q!, m, K)) {
-        // One block per tile of 16 rows of one product.
+        // Tiles of 16 rows of one product.
         const tiles = ws.reduce((n, w) => n + Math.ceil(w.rows / 16), 0);
-        this.ctx.launch(
-          this.qgemvKernel(q!, `qmma_m${m <= 8 ? 8 : 16}`),
-          [tiles, 1, 1],
-          [256, 1, 1],
-          [...xin, this.residualArg(residual, ws, r), { i32: m }, { i32: K }, { i32: q!.groupSize }],
-          "qmma",
-        );
+        this.launchQmma(q!, "qmma", m, tiles, K, [
+          ...xin,
+          this.residualArg(residual, ws, r),
+          { i32: m },
+          { i32: K },
+        ]);
         continue;
       }
       this.launchQgemv(q!, `qgemv_m${m}`, groups, [...xin, this.residualArg(residual, ws, r)], K, ws);
@@ -768,12 +801,95 @@ export class CudaBackend implements Backend {
 
   /**
    * Whether a quantized product of `m` rows runs on the tensor cores (qmma, kernels/qgemv.cu):
-   * from qmmaFromRows rows, on Ampere and later, for rows of whole 32-value steps (fp8 rows may
-   * be a multiple of 16 only).
+   * from qmmaFromRows rows, on Ampere and later, for rows of whole warp steps (qmmaStepK) and
+   * groups of a power of two.
    */
   private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
     const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
-    return m >= from && K % 32 === 0 && this.ctx.info.computeCapability[0] >= 8;
+    const powerOfTwoGroups = (q.groupSize & (q.groupSize - 1)) === 0;
+    return (
+      m >= from &&
+      K % qmmaStepK(q.scheme) === 0 &&
+      powerOfTwoGroups &&
+      this.ctx.info.computeCapability[0] >= 8
+    );
+  }
+
+  /**
+   * A qmma kernel (`name`_m8 or _m16) over `tiles` warp tiles of a step of `m` rows: blocks of 8
+   * tiles, and a block per slice of K (qmmaSlice); `args` are its arguments up to K.
+   */
+  private launchQmma(
+    q: DeviceQuant,
+    name: string,
+    m: number,
+    tiles: number,
+    K: number,
+    args: KernelArg[],
+  ): void {
+    const xRows = m <= 8 ? 8 : 16;
+    const slice = qmmaSlice(xRows);
+    const grid: [number, number, number] = [Math.ceil(tiles / 8), Math.ceil(K / slice), 1];
+    const scratch = this.qmmaScratch(qmmaNeeds(grid, xRows));
+    this.ctx.launch(
+      this.qgemvKernel(q, `${name}_m${xRows}`),
+      grid,
+      [256, 1, 1],
+      [...args, { i32: q.groupSize }, { i32: slice }, { ptr: scratch.partials }, { ptr: scratch.counterPtr }],
+      name,
+      Math.min(K, slice) * xRows * 2,
+    );
+  }
+
+  /**
+   * The space where qmma's slices of K meet (partial sums, and a zeroed counter per row of
+   * blocks): first sized for this model's largest products, before any graph is captured, and
+   * grown (outside a capture) for a product larger than those.
+   */
+  private qmmaScratch(needs = { partialBytes: 0, counters: 0 }): QmmaScratch {
+    const have = this.qmmaSpace;
+    if (have && needs.partialBytes <= have.partialBytes && needs.counters <= have.counters) return have;
+    let { partialBytes, counters } = needs;
+    for (const [rows, K] of this.largestProducts())
+      for (const xRows of [8, 16]) {
+        const n = qmmaNeeds([Math.ceil(rows / 128), Math.ceil(K / qmmaSlice(xRows)), 1], xRows);
+        partialBytes = Math.max(partialBytes, n.partialBytes);
+        counters = Math.max(counters, n.counters);
+      }
+    if (have) {
+      if (this.capturing)
+        throw new CudaError(
+          `internal: a tensor-core product inside a CUDA graph outgrew the space sized for it`,
+        );
+      this.ctx.synchronize();
+      this.ctx.free(have.partials);
+      this.ctx.free(have.counterPtr);
+    }
+    const counterPtr = this.ctx.alloc(counters * 4, "tensor-core product counters");
+    this.ctx.upload(counterPtr, new Int32Array(counters));
+    const partials = this.ctx.alloc(Math.max(partialBytes, 16), "tensor-core product partial sums");
+    this.qmmaSpace = { partials, partialBytes, counterPtr, counters };
+    return this.qmmaSpace;
+  }
+
+  /**
+   * [tile rows, K] of the model's largest quantized products: gate·up (a gate and an up row per
+   * output), q/k/v (each padded to 16 rows), o, down, the LM head, an MTP module's projection of
+   * two hidden states.
+   */
+  private largestProducts(): number[][] {
+    const H = this.cfg.hiddenSize;
+    const I = this.cfg.intermediateSize;
+    const qW = this.cfg.numHeads * this.cfg.headDim;
+    const kvW = this.cfg.numKvHeads * this.cfg.headDim;
+    return [
+      [2 * I, H],
+      [qW + 2 * kvW + 48, H],
+      [H, qW],
+      [H, I],
+      [this.cfg.vocabSize, H],
+      [H, 2 * H],
+    ];
   }
 
   /**
@@ -1111,10 +1227,17 @@ export class CudaBackend implements Backend {
   }
 
   captureGraph(body: () => Tensor): CapturedGraph {
+    if (this.intWeights || this.fp8Weights) this.qmmaScratch(); // no allocation inside a capture
     let output: Tensor | undefined;
-    const exec = this.ctx.capture(() => {
-      output = body();
-    });
+    this.capturing = true;
+    let exec: Handle;
+    try {
+      exec = this.ctx.capture(() => {
+        output = body();
+      });
+    } finally {
+      this.capturing = false;
+    }
     const graph: CudaGraph = { exec, output: output!, arenaEnd: this.arena.used };
     return graph;
   }
