@@ -849,7 +849,9 @@ export class CudaBackend implements Backend {
   private qmmaScratch(needs = { partialBytes: 0, counters: 0 }): QmmaScratch {
     const have = this.qmmaSpace;
     if (have && needs.partialBytes <= have.partialBytes && needs.counters <= have.counters) return have;
-    let { partialBytes, counters } = needs;
+    // Never smaller than before: a grown buffer keeps serving the product it grew for.
+    let partialBytes = Math.max(needs.partialBytes, have?.partialBytes ?? 0);
+    let counters = Math.max(needs.counters, have?.counters ?? 0);
     for (const [rows, K] of this.largestProducts())
       for (const xRows of [8, 16]) {
         const n = qmmaNeeds([Math.ceil(rows / 128), Math.ceil(K / qmmaSlice(xRows)), 1], xRows);
@@ -877,7 +879,7 @@ export class CudaBackend implements Backend {
    * output), q/k/v (each padded to 16 rows), o, down, the LM head, an MTP module's projection of
    * two hidden states.
    */
-  private largestProducts(): number[][] {
+  private largestProducts(): [number, number][] {
     const H = this.cfg.hiddenSize;
     const I = this.cfg.intermediateSize;
     const qW = this.cfg.numHeads * this.cfg.headDim;
