@@ -577,19 +577,21 @@ QGEMV_NORM(1)
 // staged with the same pairs (stage_x): (0, 2) and (1, 3) of every 4 consecutive k for the
 // integer schemes, (0, 1) and (2, 3) for fp8.
 //
-// K is cut into slices (the host's qmmaSlice: 512 or 1024) run by gridDim.y blocks, which keeps
-// enough blocks for short products: each writes its float32 sums to `partials`, and the last
-// block of a row of blocks to arrive (counted in `counters`, reset by it) adds them in slice
-// order, so the result does not depend on which block came last.
+// K is cut into slices (the host's qmmaSliceK, 1024) run by gridDim.y blocks, which keeps enough
+// blocks for short products: each writes its float32 sums (of live x rows only) to `partials`,
+// and the last block of a row block to arrive (counted in `counters`, reset by it) adds them in
+// slice order, so the result does not depend on which block came last. A block loops over row
+// blocks of its slice (gridDim.x ≤ row_blocks), its ring of loads running on from one into the
+// next.
 //
-// Measured on the H100 (8B, session 14 of docs/BENCHMARKS.md): a 16-row int4 step 5.2 ms, against
-// 7.9 with the previous version (which loaded 4 bytes of a row per lane and step, split K across
-// a block's warps and re-read x per warp), and 10.4 on the GEMV; but a 2-row step still costs
-// about twice a one-row step. Nsight Compute puts a product at 40% of the DRAM bandwidth with the
-// warps waiting on their weight loads, and a timeline of one-row steps forced onto this kernel
-// gives each launch about 10 µs more than its bytes need (o: 14.5 µs for 8.4 MB). A version that
-// multiplied codes and int8 x on the integer tensor cores (a quarter of the instructions) was no
-// faster, so the instructions are not what bounds it.
+// Measured on the H100 (8B, sessions 14 and 15 of docs/BENCHMARKS.md), steps of 2 / 8 / 16 rows
+// on this kernel: int4 3.44 / 3.85 / 5.04 ms, int8 4.46 / 4.87 / 6.08, fp8 4.28 / 4.64 / 5.79,
+// against one-row steps on the GEMV of 2.0, 3.1 and 3.0. So a verify step still costs well above
+// its bytes. One-row steps forced onto this kernel with parts of it left out (session 15) put
+// the cost in three places that do not overlap with the weight stream: the decode and mmas (gate·up
+// 39.4 -> 30.2 µs without them), the slices' meeting (-> 21.8) and x's staging (-> 18.0).
+// Looping blocks, lanes taking 2 or 4 chunks side by side, and an integer tensor-core variant
+// (session 14) did not change that.
 
 #define MMA_WARPS 8
 // Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
@@ -748,89 +750,60 @@ __device__ __forceinline__ void mma_step(const MmaStage& st, const uint4* __rest
   }
 }
 
-// The warp's sums over its tile and the block's slice of K (blockIdx.y · slice, up to slice k):
-// the lane streams weight rows rows[r] of codes[r] (tile rows g + 8r; `live` false for a tile
-// past the weight, which only helps stage x).
-template <int NT>
-__device__ __forceinline__ void qmma_slice(const chunk_t* const (&codes)[2], const void* const (&scales)[2],
-                                           const int (&rows)[2], bool live, const XRows& x, int M, int K, int group,
-                                           int slice, float (&acc)[NT][4]) {
-  extern __shared__ uint4 xs[];
-  const int lane = threadIdx.x & 31, t = lane & 3;
-  const int k0 = blockIdx.y * slice, steps = (min(K, k0 + slice) - k0) / MMA_STEP_K;
-  // The rows' codes and stored scales (a power-of-two group: the scale of k is at k >> shift).
-  const int shift = QFMT == 3 ? 7 : 31 - __clz(group);
-  const chunk_t* wrow[2];
-  const u32* srow[2];
+// Where a lane's two rows of one warp tile start (codes, stored scales), and whether the tile lies
+// in the product: the lanes of a tile past it still stage x and meet the block's barriers.
+struct MmaRows {
+  const chunk_t* w[2];
+  const u32* s[2];
+  bool live;
+};
+
+// Rows rows[r] of codes[r] (tile rows g + 8r), each with `groups` scale entries (fp8: each row of
+// 128×128 blocks).
+__device__ __forceinline__ MmaRows mma_rows(const chunk_t* const (&codes)[2], const void* const (&scales)[2],
+                                            const int (&rows)[2], bool live, int K, int groups) {
+  MmaRows m;
+  m.live = live;
 #pragma unroll
   for (int r = 0; r < 2; r++) {
-    wrow[r] = codes[r] + (size_t)rows[r] * (K / CHUNK_K);
-    srow[r] = reinterpret_cast<const u32*>(scales[r]) +
-              (size_t)(QFMT == 3 ? rows[r] / 128 * ((K + 127) / 128) : rows[r] * (K >> shift));
+    m.w[r] = codes[r] + (size_t)rows[r] * (K / CHUNK_K);
+    m.s[r] = reinterpret_cast<const u32*>(scales[r]) +
+             (size_t)(QFMT == 3 ? rows[r] / 128 : rows[r]) * groups;
   }
-  MmaStage ring[QMMA_DEPTH];
-  auto fetch = [&](MmaStage& st, int s) {
-    const int k = k0 + s * MMA_STEP_K + t * CHUNK_K;
-#pragma unroll
-    for (int r = 0; r < 2; r++) st.w[r] = load_chunk(wrow[r] + k / CHUNK_K), st.s[r] = srow[r][k >> shift];
-  };
-#pragma unroll
-  for (int d = 0; d < QMMA_DEPTH; d++)
-    if (live && d < steps) fetch(ring[d], d);
-  pdl_start();
-  stage_x<NT>(xs, x, M, K, k0, steps);
-  __syncthreads();
-  float part[NT][4];  // fp8: the current 128-k block's sums
-#pragma unroll
-  for (int i = 0; i < NT; i++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) acc[i][e] = part[i][e] = 0.0f;
-  if (!live) return;
-  for (int s0 = 0; s0 < steps; s0 += QMMA_DEPTH) {
-#pragma unroll
-    for (int d = 0; d < QMMA_DEPTH; d++) {
-      const int s = s0 + d;
-      if (s >= steps) break;
-      const MmaStage st = ring[d];
-      if (s + QMMA_DEPTH < steps) fetch(ring[d], s + QMMA_DEPTH);
-      const uint4* xp = xs + (size_t)s * NT * X_PIECES * 32 + lane;
-#if QFMT == 3
-      mma_step<NT>(st, xp, part);
-      if ((k0 + (s + 1) * MMA_STEP_K) % 128 == 0 || s == steps - 1) {
-        // Rows g and g + 8 (or gate and up) each lie in one 128-row block.
-        const float scale[2] = {decode_scale(st.s[0]).x, decode_scale(st.s[1]).x};
-#pragma unroll
-        for (int i = 0; i < NT; i++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) acc[i][e] += part[i][e] * scale[e / 2], part[i][e] = 0.0f;
-      }
-#else
-      mma_step<NT>(st, xp, acc);
-#endif
-    }
-  }
+  return m;
 }
 
-// With gridDim.y slices: the block's sums go to `partials`, and the last block of the row to
-// arrive replaces every lane's sums with the slices' total (added in slice order) and resets the
-// row's counter. True for the block that then writes the outputs. Every thread must call it.
+// With gridDim.y slices: row block rb's sums of this block's slice go to `partials`, and the
+// last of the row block's gridDim.y blocks to arrive replaces every lane's sums with the slices'
+// total (added in slice order) and resets the row block's counter; true for the block that then
+// writes the outputs. Every thread calls it. Only thread 0 fences, after the barrier that orders
+// every thread's stores before it (a release cumulative over the block), so the other warps'
+// loads for the next row block stay in flight.
 template <int NT>
-__device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __restrict__ partials, int* counters) {
+__device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __restrict__ partials, int* counters,
+                                              int rb, int row_blocks, int M) {
   if (gridDim.y == 1) return true;
-  float4* const mine = reinterpret_cast<float4*>(partials) + (size_t)blockIdx.x * blockDim.x * NT + threadIdx.x * NT;
-  const size_t slice_stride = (size_t)gridDim.x * blockDim.x * NT;
+  float4* const mine = reinterpret_cast<float4*>(partials) + ((size_t)rb * blockDim.x + threadIdx.x) * NT;
+  const size_t slice_stride = (size_t)row_blocks * blockDim.x * NT;
+  // Only sums of x rows below M travel: lane t holds x rows 8i + 2t and 8i + 2t + 1.
+  const int t = threadIdx.x & 3;
 #pragma unroll
   for (int i = 0; i < NT; i++)
-    __stcg(mine + blockIdx.y * slice_stride + i, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
-  __threadfence();
-  __syncthreads();
+    if (8 * i + 2 * t < M)
+      __stcg(mine + blockIdx.y * slice_stride + i, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
   __shared__ bool last;
-  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(counters + rb, 1) == (int)gridDim.y - 1;
+    if (last) counters[rb] = 0;
+    __threadfence();
+  }
   __syncthreads();
   if (!last) return false;
-  __threadfence();
 #pragma unroll
   for (int i = 0; i < NT; i++) {
+    if (8 * i + 2 * t >= M) continue;
     float4 v = float4{0.0f, 0.0f, 0.0f, 0.0f};
     for (int s = 0; s < (int)gridDim.y; s++) {
       const float4 p = __ldcg(mine + s * slice_stride + i);
@@ -838,77 +811,178 @@ __device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __rest
     }
     acc[i][0] = v.x, acc[i][1] = v.y, acc[i][2] = v.z, acc[i][3] = v.w;
   }
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
   return true;
 }
 
-// q/k/v-style products (QSegments) of M rows: warp w of block b owns tile 8b + w (16 rows of one
-// product); res as in qgemv.
-template <int NT>
-__device__ __forceinline__ void qmma(const QSegments& s, const XRows& x, const float* res, int M, int K, int group,
-                                     int slice, float* partials, int* counters) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  int r0 = (blockIdx.x * MMA_WARPS + (threadIdx.x >> 5)) * 16;
-  const QSegment seg = find_segment(s, r0, 16);
-  const int n = seg.n;
-  const bool live = r0 < n;
-  const int rows[2] = {live ? min(r0 + g, n - 1) : 0, live ? min(r0 + g + 8, n - 1) : 0};
-  float acc[NT][4];
-  qmma_slice<NT>({seg.w, seg.w}, {seg.sc, seg.sc}, rows, live, x, M, K, group, slice, acc);
-  if (!gather_slices<NT>(acc, partials, counters) || !live) return;
+// The block's row blocks of the product (blockIdx.x, + gridDim.x, …; a row block is the 8 warp
+// tiles of a block) over its slice of K (blockIdx.y · slice, up to slice k). x's slice is staged
+// once, and each lane's ring of loads runs on from one row block into the next, so the weight
+// stream does not stop while a row block's sums meet the other slices' and are written
+// (p.finish). A row block takes `padded` ring steps (its steps rounded up to the ring's depth),
+// which keeps every step in the same ring slot whatever row block it belongs to.
+template <int NT, typename Product>
+__device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, int M, int K, int group, int slice,
+                                            float* partials, int* counters) {
+  extern __shared__ uint4 xs[];
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const int k0 = blockIdx.y * slice, steps = (min(K, k0 + slice) - k0) / MMA_STEP_K;
+  const int padded = (steps + QMMA_DEPTH - 1) / QMMA_DEPTH * QMMA_DEPTH;
+  // The scale of k is entry k >> shift of its row: groups of a power of two, or one group a row.
+  const int shift = QFMT == 3 ? 7 : group >= K ? 32 - __clz(K - 1) : 31 - __clz(group);
+  const int groups = QFMT == 3 ? (K + 127) / 128 : (K + group - 1) / group;
+  const int blocks = (p.row_blocks - 1 - (int)blockIdx.x) / (int)gridDim.x + 1;
+  // The fetch cursor: step fs of this block's row block fj, whose rows are fr.
+  int fj = 0, fs = 0;
+  MmaRows fr = p.rows(blockIdx.x, K, groups);
+  auto fetch_next = [&](MmaStage& st) {
+    if (fj < blocks && fs < steps && fr.live) {
+      const int k = k0 + fs * MMA_STEP_K + t * CHUNK_K;
 #pragma unroll
-  for (int i = 0; i < NT; i++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int m = 8 * i + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
-      if (m >= M || r >= n) continue;
-      const size_t o = (size_t)m * n + r;
-      seg.y[o] = acc[i][e] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f) + (res ? res[o] : 0.0f);
+      for (int r = 0; r < 2; r++) st.w[r] = load_chunk(fr.w[r] + k / CHUNK_K), st.s[r] = fr.s[r][k >> shift];
     }
+    if (++fs == padded) {
+      fs = 0;
+      if (++fj < blocks) fr = p.rows(blockIdx.x + fj * gridDim.x, K, groups);
+    }
+  };
+  MmaStage ring[QMMA_DEPTH];
+#pragma unroll
+  for (int d = 0; d < QMMA_DEPTH; d++) fetch_next(ring[d]);
+  pdl_start();
+  stage_x<NT>(xs, x, M, K, k0, steps);
+  __syncthreads();
+  for (int j = 0; j < blocks; j++) {
+    const int rb = blockIdx.x + j * gridDim.x;
+    const bool live = p.rows(rb, K, groups).live;
+    float acc[NT][4], part[NT][4];  // fp8: part holds the current 128-k block's sums
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[i][e] = part[i][e] = 0.0f;
+    for (int s0 = 0; s0 < padded; s0 += QMMA_DEPTH) {
+#pragma unroll
+      for (int d = 0; d < QMMA_DEPTH; d++) {
+        const int s = s0 + d;
+        const MmaStage st = ring[d];
+        fetch_next(ring[d]);
+        if (s >= steps || !live) continue;
+        const uint4* xp = xs + (size_t)s * NT * X_PIECES * 32 + lane;
+#if QFMT == 3
+        mma_step<NT>(st, xp, part);
+        if ((k0 + (s + 1) * MMA_STEP_K) % 128 == 0 || s == steps - 1) {
+          // Rows g and g + 8 (or gate and up) each lie in one 128-row block.
+          const float scale[2] = {decode_scale(st.s[0]).x, decode_scale(st.s[1]).x};
+#pragma unroll
+          for (int i = 0; i < NT; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][e] += part[i][e] * scale[e / 2], part[i][e] = 0.0f;
+        }
+#else
+        mma_step<NT>(st, xp, acc);
+#endif
+      }
+    }
+    if (gather_slices<NT>(acc, partials, counters, rb, p.row_blocks, M) && live) p.template finish<NT>(rb, acc);
+  }
 }
+
+// q/k/v-style products (QSegments) of M rows: warp w of row block rb owns tile 8 rb + w (16 rows
+// of one product); res as in qgemv.
+struct SegmentTiles {
+  const QSegments& s;
+  const float* res;
+  int M, row_blocks;
+
+  // The tile's first row, within its product.
+  __device__ __forceinline__ QSegment tile(int rb, int& r0) const {
+    r0 = (rb * MMA_WARPS + (int)(threadIdx.x >> 5)) * 16;
+    return find_segment(s, r0, 16);
+  }
+
+  __device__ __forceinline__ MmaRows rows(int rb, int K, int groups) const {
+    const int g = (threadIdx.x & 31) >> 2;
+    int r0;
+    const QSegment seg = tile(rb, r0);
+    const bool live = r0 < seg.n;
+    const int rows[2] = {live ? min(r0 + g, seg.n - 1) : 0, live ? min(r0 + g + 8, seg.n - 1) : 0};
+    return mma_rows({seg.w, seg.w}, {seg.sc, seg.sc}, rows, live, K, groups);
+  }
+
+  template <int NT>
+  __device__ __forceinline__ void finish(int rb, const float (&acc)[NT][4]) const {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int r0;
+    const QSegment seg = tile(rb, r0);
+    const int n = seg.n;
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int m = 8 * i + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
+        if (m >= M || r >= n) continue;
+        const size_t o = (size_t)m * n + r;
+        seg.y[o] = acc[i][e] + (seg.bias ? bf16_to_f32(seg.bias[r]) : 0.0f) + (res ? res[o] : 0.0f);
+      }
+  }
+};
 
 // silu(x·Wg + bg) * (x·Wu + bu) of M rows: a warp's tile is 8 gate rows (tile rows 0..7) and the
 // same 8 up rows (8..15), so each lane holds a gate sum and its up sum.
-template <int NT>
-__device__ __forceinline__ void qmma_gate_up(const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su,
-                                             const bf16_t* bg, const bf16_t* bu, const XRows& x, float* __restrict__ y,
-                                             unsigned short* __restrict__ yh, int M, int N, int K, int group,
-                                             int slice, float* partials, int* counters) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int r = (blockIdx.x * MMA_WARPS + (threadIdx.x >> 5)) * 8 + g;
-  const bool live = r - g < N;
-  const int rows[2] = {live ? min(r, N - 1) : 0, live ? min(r, N - 1) : 0};
-  float acc[NT][4];
-  qmma_slice<NT>({wg, wu}, {sg, su}, rows, live, x, M, K, group, slice, acc);
-  if (!gather_slices<NT>(acc, partials, counters) || r >= N) return;
-  const float gb = bg ? bf16_to_f32(bg[r]) : 0.0f, ub = bu ? bf16_to_f32(bu[r]) : 0.0f;
+struct GateUpTiles {
+  const chunk_t *wg, *wu;
+  const void *sg, *su;
+  const bf16_t *bg, *bu;
+  float* y;
+  unsigned short* yh;
+  int M, N, row_blocks;
+
+  // The lane's gate (and up) row.
+  __device__ __forceinline__ int row(int rb) const {
+    return (rb * MMA_WARPS + (int)(threadIdx.x >> 5)) * 8 + ((threadIdx.x & 31) >> 2);
+  }
+
+  __device__ __forceinline__ MmaRows rows(int rb, int K, int groups) const {
+    const int r = row(rb), g = (threadIdx.x & 31) >> 2;
+    const bool live = r - g < N;
+    const int rows[2] = {live ? min(r, N - 1) : 0, live ? min(r, N - 1) : 0};
+    return mma_rows({wg, wu}, {sg, su}, rows, live, K, groups);
+  }
+
+  template <int NT>
+  __device__ __forceinline__ void finish(int rb, const float (&acc)[NT][4]) const {
+    const int r = row(rb), t = threadIdx.x & 3;
+    if (r >= N) return;
+    const float gb = bg ? bf16_to_f32(bg[r]) : 0.0f, ub = bu ? bf16_to_f32(bu[r]) : 0.0f;
 #pragma unroll
-  for (int i = 0; i < NT; i++)
+    for (int i = 0; i < NT; i++)
 #pragma unroll
-    for (int e = 0; e < 2; e++) {
-      const int m = 8 * i + 2 * t + e;
-      if (m >= M) continue;
-      const float a = acc[i][e] + gb;
-      const float out = a / (1.0f + expf(-a)) * (acc[i][2 + e] + ub);
-      y[(size_t)m * N + r] = out;
-      if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
-    }
-}
+      for (int e = 0; e < 2; e++) {
+        const int m = 8 * i + 2 * t + e;
+        if (m >= M) continue;
+        const float a = acc[i][e] + gb;
+        const float out = a / (1.0f + expf(-a)) * (acc[i][2 + e] + ub);
+        y[(size_t)m * N + r] = out;
+        if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
+      }
+  }
+};
 
 #if __CUDA_ARCH__ >= 800
-// qmma_m8 for steps of up to 8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two).
+// qmma_m8 for steps of up to 8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two); a grid of
+// gridDim.x ≤ row_blocks blocks per slice of K.
 #define QMMA(MT)                                                                                       \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS)                                    \
       qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int M, int K, \
-                 int group, int slice, float* partials, int* counters) {                              \
-    qmma<MT / 8>(s, XRows{xq, xqs, xh}, res, M, K, group, slice, partials, counters);                  \
+                 int group, int slice, int row_blocks, float* partials, int* counters) {              \
+    qmma_blocks<MT / 8>(SegmentTiles{s, res, M, row_blocks}, XRows{xq, xqs, xh}, M, K, group, slice, partials, \
+                        counters);                                                                     \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
       const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
-      int M, int N, int K, int group, int slice, float* partials, int* counters) {                     \
-    qmma_gate_up<MT / 8>(wg, wu, sg, su, bg, bu, XRows{xq, xqs, xh}, y, yh, M, N, K, group, slice, partials, \
-                         counters);                                                                    \
+      int M, int N, int K, int group, int slice, int row_blocks, float* partials, int* counters) {      \
+    qmma_blocks<MT / 8>(GateUpTiles{wg, wu, sg, su, bg, bu, y, yh, M, N, row_blocks}, XRows{xq, xqs, xh}, M, K, \
+                        group, slice, partials, counters);                                             \
   }
 QMMA(8)
 QMMA(16)

@@ -107,31 +107,36 @@ const maxGemvRows = 16;
 /**
  * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
  * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
- * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 14, GEMV against qmma,
- * ms per step): int4 5 rows 3.74 / 3.78, 6 rows 4.65 / 3.81; int8 6 rows 4.75 / 5.33, 7 rows
- * 6.08 / 6.00; fp8 4 rows 4.44 / 5.08, 5 rows 5.13 / 5.10. int2 is not measured and takes int4's.
- * TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
+ * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 15, GEMV against qmma,
+ * ms per step): int4 5 rows 3.66 / 3.68, 6 rows 4.59 / 3.74; int8 4 rows 4.22 / 4.60, 5 rows
+ * 4.82 / 4.66; fp8 4 rows 4.40 / 4.40, 5 rows 5.17 / 4.46; int2-g32 4 rows 3.12 / 3.42, 5 rows
+ * 3.53 / 3.48. TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
  */
-const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 7, int4: 6, int2: 6, fp8: 5 };
+const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 5, int4: 6, int2: 5, fp8: 5 };
 const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
 
 /**
  * K each qmma block covers, whose half copy of x it stages in shared memory (at most
- * QMMA_X_BYTES in kernels/qgemv.cu): 512 for steps padded to 8 rows, 1024 for 16. Measured on
- * the H100 (8B int4, docs/BENCHMARKS.md session 14): more, shorter blocks win for 8 rows (2-row
- * step 4.11 ms with 2048, 3.75 with 512), while 16 rows lose to the partial sums of many slices
- * (5.40 ms with 1024, 6.79 with 256).
+ * QMMA_X_BYTES in kernels/qgemv.cu: 1024 k of 16 rows). Measured on the H100 (8B,
+ * docs/BENCHMARKS.md session 15): steps of 2 / 4 / 8 rows of int4 on qmma 3.89 / 4.04 / 4.26 ms
+ * with slices of 512, 3.44 / 3.55 / 3.84 with 1024; int8 and fp8 alike.
  */
-function qmmaSlice(xRows: number): number {
-  return xRows <= 8 ? 512 : 1024;
-}
+const qmmaSliceK = 1024;
+
+/**
+ * qmma blocks per multiprocessor a product's grid aims at (QMMA_MINBLOCKS in kernels/qgemv.cu):
+ * each block loops over its share of a slice's row blocks, its loads running on from one into the
+ * next. Measured level with a block per row block (session 15); TACHYON_QMMA_RESIDENT overrides
+ * it for measurements (0: a block per row block).
+ */
+const qmmaResident = Number(process.env.TACHYON_QMMA_RESIDENT ?? 2);
 
 /** K of one qmma warp step (4 lanes, a chunk each): the multiple of it a row must be. */
 function qmmaStepK(scheme: QuantScheme): number {
   return 4 * chunkWeights[scheme];
 }
 
-/** Partial-sum bytes (256 threads, 16 bytes per 8 x rows each) and counters of a qmma grid. */
+/** Partial-sum bytes (256 threads, 16 bytes per 8 x rows each) and counters of a qmma product of [row blocks, slices of K]. */
 function qmmaNeeds(
   grid: [number, number, number],
   xRows: number,
@@ -802,22 +807,19 @@ export class CudaBackend implements Backend {
   /**
    * Whether a quantized product of `m` rows runs on the tensor cores (qmma, kernels/qgemv.cu):
    * from qmmaFromRows rows, on Ampere and later, for rows of whole warp steps (qmmaStepK) and
-   * groups of a power of two.
+   * groups of a power of two or one group a row.
    */
   private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
     const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
-    const powerOfTwoGroups = (q.groupSize & (q.groupSize - 1)) === 0;
-    return (
-      m >= from &&
-      K % qmmaStepK(q.scheme) === 0 &&
-      powerOfTwoGroups &&
-      this.ctx.info.computeCapability[0] >= 8
-    );
+    const groupsFit = (q.groupSize & (q.groupSize - 1)) === 0 || q.groupSize >= K;
+    return m >= from && K % qmmaStepK(q.scheme) === 0 && groupsFit && this.ctx.info.computeCapability[0] >= 8;
   }
 
   /**
-   * A qmma kernel (`name`_m8 or _m16) over `tiles` warp tiles of a step of `m` rows: blocks of 8
-   * tiles, and a block per slice of K (qmmaSlice); `args` are its arguments up to K.
+   * A qmma kernel (`name`_m8 or _m16) over `tiles` warp tiles of a step of `m` rows: row blocks of
+   * 8 tiles, cut along K into slices of qmmaSliceK, and per slice enough blocks for qmmaResident
+   * a multiprocessor, each looping over its share of the row blocks; `args` are its arguments up
+   * to K.
    */
   private launchQmma(
     q: DeviceQuant,
@@ -828,16 +830,25 @@ export class CudaBackend implements Backend {
     args: KernelArg[],
   ): void {
     const xRows = m <= 8 ? 8 : 16;
-    const slice = qmmaSlice(xRows);
-    const grid: [number, number, number] = [Math.ceil(tiles / 8), Math.ceil(K / slice), 1];
-    const scratch = this.qmmaScratch(qmmaNeeds(grid, xRows));
+    const rowBlocks = Math.ceil(tiles / 8);
+    const slices = Math.ceil(K / qmmaSliceK);
+    const scratch = this.qmmaScratch(qmmaNeeds([rowBlocks, slices, 1], xRows));
+    const perSlice = Math.floor((qmmaResident * this.ctx.info.multiprocessors) / slices);
+    const blocks = qmmaResident > 0 ? Math.min(rowBlocks, Math.max(1, perSlice)) : rowBlocks;
     this.ctx.launch(
       this.qgemvKernel(q, `${name}_m${xRows}`),
-      grid,
+      [blocks, slices, 1],
       [256, 1, 1],
-      [...args, { i32: q.groupSize }, { i32: slice }, { ptr: scratch.partials }, { ptr: scratch.counterPtr }],
+      [
+        ...args,
+        { i32: q.groupSize },
+        { i32: qmmaSliceK },
+        { i32: rowBlocks },
+        { ptr: scratch.partials },
+        { ptr: scratch.counterPtr },
+      ],
       name,
-      Math.min(K, slice) * xRows * 2,
+      Math.min(K, qmmaSliceK) * xRows * 2,
     );
   }
 
@@ -854,7 +865,7 @@ export class CudaBackend implements Backend {
     let counters = Math.max(needs.counters, have?.counters ?? 0);
     for (const [rows, K] of this.largestProducts())
       for (const xRows of [8, 16]) {
-        const n = qmmaNeeds([Math.ceil(rows / 128), Math.ceil(K / qmmaSlice(xRows)), 1], xRows);
+        const n = qmmaNeeds([Math.ceil(rows / 128), Math.ceil(K / qmmaSliceK), 1], xRows);
         partialBytes = Math.max(partialBytes, n.partialBytes);
         counters = Math.max(counters, n.counters);
       }
