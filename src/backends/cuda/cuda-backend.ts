@@ -136,12 +136,16 @@ function qmmaStepK(scheme: QuantScheme): number {
   return 4 * chunkWeights[scheme];
 }
 
-/** Partial-sum bytes (256 threads, 16 bytes per 8 x rows each) and counters of a qmma product of [row blocks, slices of K]. */
+/**
+ * Partial-sum bytes (256 threads, 16 bytes per 8 x rows each) and counters of a qmma product of
+ * `rowBlocks` row blocks and `slices` slices of K, for x padded to `xRows` rows.
+ */
 function qmmaNeeds(
-  grid: [number, number, number],
+  rowBlocks: number,
+  slices: number,
   xRows: number,
 ): { partialBytes: number; counters: number } {
-  return { partialBytes: grid[1] > 1 ? grid[0] * grid[1] * 256 * 2 * xRows : 0, counters: grid[0] };
+  return { partialBytes: slices > 1 ? rowBlocks * slices * 256 * 2 * xRows : 0, counters: rowBlocks };
 }
 
 interface QmmaScratch {
@@ -832,7 +836,7 @@ export class CudaBackend implements Backend {
     const xRows = m <= 8 ? 8 : 16;
     const rowBlocks = Math.ceil(tiles / 8);
     const slices = Math.ceil(K / qmmaSliceK);
-    const scratch = this.qmmaScratch(qmmaNeeds([rowBlocks, slices, 1], xRows));
+    const scratch = this.qmmaScratch(qmmaNeeds(rowBlocks, slices, xRows));
     const perSlice = Math.floor((qmmaResident * this.ctx.info.multiprocessors) / slices);
     const blocks = qmmaResident > 0 ? Math.min(rowBlocks, Math.max(1, perSlice)) : rowBlocks;
     this.ctx.launch(
@@ -863,12 +867,11 @@ export class CudaBackend implements Backend {
     // Never smaller than before: a grown buffer keeps serving the product it grew for.
     let partialBytes = Math.max(needs.partialBytes, have?.partialBytes ?? 0);
     let counters = Math.max(needs.counters, have?.counters ?? 0);
-    for (const [rows, K] of this.largestProducts())
-      for (const xRows of [8, 16]) {
-        const n = qmmaNeeds([Math.ceil(rows / 128), Math.ceil(K / qmmaSliceK), 1], xRows);
-        partialBytes = Math.max(partialBytes, n.partialBytes);
-        counters = Math.max(counters, n.counters);
-      }
+    for (const [rows, K] of this.largestProducts()) {
+      const n = qmmaNeeds(Math.ceil(rows / 128), Math.ceil(K / qmmaSliceK), 16); // 16: the most x rows
+      partialBytes = Math.max(partialBytes, n.partialBytes);
+      counters = Math.max(counters, n.counters);
+    }
     if (have) {
       if (this.capturing)
         throw new CudaError(
