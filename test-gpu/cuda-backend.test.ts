@@ -368,27 +368,34 @@ test("embed, gather of output rows", () => {
   const rows = stepRows(9, 100, 16);
   const sc = cpu.prepareStep(rows);
   const sg = gpu.prepareStep(rows);
-  const [tc, tg] = weight([cfg.vocabSize, 256]);
-  compare("embed", cpu.embed(tc, sc), gpu.embed(tg, sg), 0);
-  const [xc, xg] = activation(9, 8 * 64);
-  compare("gatherOutputRows", cpu.gatherOutputRows(xc, sc), gpu.gatherOutputRows(xg, sg), 0);
+  // Widths the kernels move 16 bytes at a time, and widths they cannot.
+  for (const cols of [256, 260]) {
+    const [tc, tg] = weight([cfg.vocabSize, cols]);
+    compare(`embed of ${cols}`, cpu.embed(tc, sc), gpu.embed(tg, sg), 0);
+  }
+  for (const cols of [512, 514]) {
+    const [xc, xg] = activation(9, cols);
+    compare(`gatherOutputRows of ${cols}`, cpu.gatherOutputRows(xc, sc), gpu.gatherOutputRows(xg, sg), 0);
+  }
 });
 
 test("argmaxRows: the largest value, the lowest index on ties, and 0 for a row of NaN, as on the CPU", () => {
-  fresh();
-  const V = 3000;
-  const data = randn(4 * V, 1);
-  data[V + 2999] = 50; // row 1: the last column
-  data[2 * V + 7] = data[2 * V + 1234] = 60; // row 2: a tie
-  data.fill(NaN, 3 * V, 4 * V); // row 3: nothing comparable (kernels left out, an overflow)
-  const want = cpu.argmaxRows(new CpuTensor(4, V, data));
-  assert.deepEqual([...want.slice(1)], [2999, 7, 0]);
-  assert.deepEqual([...gpu.argmaxRows(uploadRows(data, 4, V))], [...want]);
+  // Rows of whole 16-byte loads, with a scalar tail, and of several rounds of loads per thread.
+  for (const V of [3000, 3001, 40003]) {
+    fresh();
+    const data = randn(4 * V, 1);
+    data[V + V - 1] = 50; // row 1: the last column
+    data[2 * V + 7] = data[2 * V + V - 5] = 60; // row 2: a tie, far apart
+    data.fill(NaN, 3 * V, 4 * V); // row 3: nothing comparable (kernels left out, an overflow)
+    const want = cpu.argmaxRows(new CpuTensor(4, V, data));
+    assert.deepEqual([...want.slice(1)], [V - 1, 7, 0]);
+    assert.deepEqual([...gpu.argmaxRows(uploadRows(data, 4, V))], [...want], `${V} columns`);
+  }
 });
 
 /**
  * Attention with rope and the KV write over a sequence of steps: 200 rows on tensor cores; then 1,
- * 13 and 37 rows whose keys the decode kernel rotates and caches itself (clusters of 8 blocks up
+ * 13 and 37 rows whose keys the decode kernel rotates and caches itself (a cluster of blocks a row up
  * to 16 rows, single blocks above), or rope_store first for runs longer than `on` holds; the
  * last 90 rows read what those wrote. The heads of `model` (GQA by default), with and without a
  * sliding window.
@@ -439,6 +446,11 @@ test("paged attention with rope and the KV write: prefill, decode, verification;
 
 test("paged attention when a step's own keys do not fit the kernel's shared memory (rope_store first)", () => {
   attentionSteps(CudaBackend.create(cfg, { maxRows: 64, freshKeys: 4 }));
+});
+
+test("paged attention with a row's keys over 2 blocks (a verify step's split when its rows fill the GPU)", () => {
+  // 64 blocks for 13 rows of 2 kv heads: 2 blocks a row (the default aim gives 8 here).
+  attentionSteps(CudaBackend.create(cfg, { maxRows: 64, attentionBlocks: 64 }));
 });
 
 test("paged attention for other head shapes: 1, 7 and 16 query heads per kv head; heads of 80 and 128", () => {

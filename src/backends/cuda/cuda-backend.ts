@@ -105,14 +105,14 @@ interface CudaStep extends Step {
 const maxGemvRows = 16;
 
 /**
- * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
+ * Fewest rows of a step whose quantized products, of any scheme, run on the tensor cores (qmma in
  * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
- * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 15, GEMV against qmma,
- * ms per step): int4 5 rows 3.66 / 3.68, 6 rows 4.59 / 3.74; int8 4 rows 4.22 / 4.60, 5 rows
- * 4.82 / 4.66; fp8 4 rows 4.40 / 4.40, 5 rows 5.17 / 4.46; int2-g32 4 rows 3.12 / 3.42, 5 rows
- * 3.53 / 3.48. TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
+ * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 16, GEMV against qmma,
+ * ms per step): int4 4 rows 3.24 / 3.27, 5 rows 3.59 / 3.36; int8 4 rows 4.13 / 4.49, 5 rows
+ * 4.76 / 4.54; fp8 4 rows 4.38 / 4.42, 5 rows 5.17 / 4.44; int2-g32 4 rows 3.13 / 3.22, 5 rows
+ * 3.47 / 3.23. TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
  */
-const qmmaFromRows: Readonly<Record<QuantScheme, number>> = { int8: 5, int4: 6, int2: 5, fp8: 5 };
+const qmmaFromRows = 5;
 const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
 
 /**
@@ -203,6 +203,12 @@ export interface CudaBackendOptions {
    * rotated and cached by rope_store first.
    */
   freshKeys?: number;
+  /**
+   * Blocks a decode attention step aims at (default: two per multiprocessor, what the kernel's
+   * registers allow): each row's keys are split over as many blocks as that leaves, 1 to 8 (one
+   * cluster). TACHYON_ATTENTION_BLOCKS overrides the default for measurements.
+   */
+  attentionBlocks?: number;
 }
 
 /**
@@ -262,6 +268,7 @@ export class CudaBackend implements Backend {
     arenaBytes: number,
     private readonly lt: CublasLt | null,
     private readonly freshKeys: number,
+    private readonly attentionBlocks: number,
     readonly maxStepRows: number,
   ) {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
@@ -303,6 +310,7 @@ export class CudaBackend implements Backend {
       activationBytes(cfg, options.maxRows),
       CublasLt.tryLoad(ctx).lt,
       freshKeys,
+      options.attentionBlocks ?? Number(process.env.TACHYON_ATTENTION_BLOCKS ?? 2 * ctx.info.multiprocessors),
       options.maxRows,
     );
   }
@@ -814,7 +822,7 @@ export class CudaBackend implements Backend {
    * groups of a power of two or one group a row.
    */
   private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
-    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
+    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows;
     const groupsFit = (q.groupSize & (q.groupSize - 1)) === 0 || q.groupSize >= K;
     return m >= from && K % qmmaStepK(q.scheme) === 0 && groupsFit && this.ctx.info.computeCapability[0] >= 8;
   }
@@ -1067,9 +1075,7 @@ export class CudaBackend implements Backend {
     // kernels/attention.cu) have them rotated and cached by rope_store first.
     const rotate = s.mostFresh <= this.freshKeys;
     const qIn = rotate ? (q as CudaTensor) : this.ropeAndStore(q, k, v, store, layer, s);
-    // A decode row's keys are split over a cluster of blocks, whose partial results meet in
-    // distributed shared memory (Hopper); larger steps have enough rows to fill the GPU.
-    const splits = M <= maxGemvRows && this.ctx.info.computeCapability[0] >= 9 ? 8 : 1;
+    const splits = this.attentionSplits(M, p.numKvHeads);
     const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
     const half = this.halfFor(out);
     // Steps whose blocks fit in one wave at one block per multiprocessor (one-row decode) take the
@@ -1106,6 +1112,19 @@ export class CudaBackend implements Backend {
       splits,
     );
     return out;
+  }
+
+  /**
+   * Blocks each row's keys are split over in the decode attention: a cluster whose partial results
+   * meet in distributed shared memory (Hopper), as many as keep the step's blocks within
+   * attentionBlocks, at most 8. A one-row step of an 8B model takes 8 (64 blocks); a verify step
+   * of 16 rows takes 2 rather than 8, so its 256 blocks run in one wave instead of four (H100:
+   * 33 µs a layer before; docs/BENCHMARKS.md session 16). Steps of more than maxGemvRows rows
+   * (batched decode) have rows enough to fill the GPU and take 1.
+   */
+  private attentionSplits(M: number, kvHeads: number): number {
+    if (M > maxGemvRows || this.ctx.info.computeCapability[0] < 9) return 1;
+    return Math.max(1, Math.min(8, Math.floor(this.attentionBlocks / (M * kvHeads))));
   }
 
   /** Whether a step of M rows runs the tensor-core prefill attention (head sizes up to 128). */
