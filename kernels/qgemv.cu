@@ -584,14 +584,16 @@ QGEMV_NORM(1)
 // blocks of its slice (gridDim.x ≤ row_blocks), its ring of loads running on from one into the
 // next.
 //
-// Measured on the H100 (8B, sessions 14 and 15 of docs/BENCHMARKS.md), steps of 2 / 8 / 16 rows
-// on this kernel: int4 3.44 / 3.85 / 5.04 ms, int8 4.46 / 4.87 / 6.08, fp8 4.28 / 4.64 / 5.79,
-// against one-row steps on the GEMV of 2.0, 3.1 and 3.0. So a verify step still costs well above
-// its bytes. One-row steps forced onto this kernel with parts of it left out (session 15) put
-// the cost in three places that do not overlap with the weight stream: the decode and mmas (gate·up
-// 39.4 -> 30.2 µs without them), the slices' meeting (-> 21.8) and x's staging (-> 18.0).
-// Looping blocks, lanes taking 2 or 4 chunks side by side, and an integer tensor-core variant
-// (session 14) did not change that.
+// Measured on the H100 (8B, session 16 of docs/BENCHMARKS.md), steps of 8 / 16 rows: int4 3.40 /
+// 3.91 ms, int8 4.58 / 5.04, fp8 4.43 / 4.80, against one-row steps on the GEMV of 2.0, 3.0 and
+// 2.9. So a verify step still costs well above its bytes: its products run near 1 TB/s, each
+// warp latency-bound (Nsight Compute: 0.48 instructions a cycle per scheduler, four warps each,
+// the stalls spread over loads, fixed-latency waits and barriers). One-row steps forced onto this
+// kernel with parts of it left out (session 15) put the cost in three places that do not overlap
+// with the weight stream: the decode and mmas (gate·up 39.4 -> 30.2 µs without them), the slices'
+// meeting (-> 21.8) and x's staging (-> 18.0). Looping blocks, lanes taking 2 or 4 chunks side by
+// side, an integer tensor-core variant (session 14) and slices meeting per warp without block
+// barriers (session 16) did not change that.
 
 #define MMA_WARPS 8
 // Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
@@ -601,15 +603,18 @@ QGEMV_NORM(1)
 #define X_PIECES (MMA_PAIRS / 4)
 // k of one warp step: four lanes, a chunk each.
 #define MMA_STEP_K (4 * CHUNK_K)
-// Steps each lane keeps in flight (codes and scales; the first issued before pdl_wait).
+// Steps each lane keeps in flight (codes and scales; the first issued before pdl_wait). Measured
+// on the H100 (8B, steps of 6 / 8 / 12 / 16 rows, session 16): 2 beats 4 by 5-7% for int4
+// (16 rows 4.15 -> 3.97 ms), 2-4% for int8 and int2, level for fp8; 1 and 3 lose.
 #ifndef QMMA_DEPTH
-#define QMMA_DEPTH 4
+#define QMMA_DEPTH 2
 #endif
-// Blocks per multiprocessor the register allocation must allow.
+// Blocks per multiprocessor the register allocation must allow: 3 (80 registers) lost to 2 in the
+// same run, both with a ring of 2 (int4 16 rows 4.33 against 3.97 ms).
 #ifndef QMMA_MINBLOCKS
 #define QMMA_MINBLOCKS 2
 #endif
-// The most shared memory a block's slice of x takes as half (qmmaSlice in cuda-backend.ts: 1024
+// The most shared memory a block's slice of x takes as half (qmmaSliceK in cuda-backend.ts: 1024
 // k of 16 rows).
 #define QMMA_X_BYTES 32768
 
