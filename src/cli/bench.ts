@@ -44,6 +44,8 @@ export interface BenchResult {
   ttft_prompt_tokens: number | null;
   /** Time of one step of M rows of one sequence, all rows' logits kept (a verify step), by M. */
   verify_step_ms: Record<string, number> | null;
+  /** Tokens already in the sequence that each verify step extends. */
+  verify_context: number | null;
   /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
   spec: SpecBenchResult | null;
   /** With TACHYON_TIMELINE=1: each kernel's cost inside the decode graph (timeline.ts). */
@@ -63,6 +65,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       profile: { type: "boolean", default: false },
       weights: { type: "string", default: "bf16" },
       "verify-rows": { type: "string", default: "" },
+      "verify-context": { type: "string", default: "128" },
       spec: { type: "string", default: "none" },
       "spec-accepted": { type: "string", default: "1,2,3,4" },
     },
@@ -79,8 +82,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const genTokens = Number(values["gen-tokens"]);
   const ttftTokens = Number(values["ttft-tokens"]);
   const verifyRows = values["verify-rows"] ? values["verify-rows"].split(",").map(Number) : [];
+  const verifyContext = Number(values["verify-context"]);
+  if (!Number.isInteger(verifyContext) || verifyContext < 0)
+    throw new TachyonError(
+      `--verify-context ${values["verify-context"]}: the tokens each verify step extends must be a whole number, 0 or more`,
+      "argument",
+    );
   const specLengths = acceptedLengths(values.spec, values["spec-accepted"]);
-  const context = Math.max(promptTokens + genTokens, ttftTokens, 128 + Math.max(0, ...verifyRows)) + 16;
+  const context =
+    Math.max(promptTokens + genTokens, ttftTokens, verifyContext + Math.max(0, ...verifyRows)) + 16;
   const cfg = parseConfig(configJson({ ...shape, maxPositions: context }));
   const { backend, note } = createBackend(values.device as Device, cfg);
   const gpu = backend instanceof CudaBackend ? backend : null;
@@ -104,7 +114,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const timeline = gpu?.timeline ? decodeTimeline(gpu.timeline, executor, randomIds(promptTokens), 64) : null;
 
   const verifyMs = verifyRows.length
-    ? Object.fromEntries(verifyRows.map((m) => [String(m), verifyStepMs(executor, randomIds, m)]))
+    ? Object.fromEntries(
+        verifyRows.map((m) => [String(m), verifyStepMs(executor, randomIds, verifyContext, m)]),
+      )
     : null;
 
   let ttftMs: number | null = null;
@@ -137,6 +149,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     ttft_ms: ttftMs,
     ttft_prompt_tokens: ttftTokens > 0 ? ttftTokens : null,
     verify_step_ms: verifyMs,
+    verify_context: verifyMs ? verifyContext : null,
     spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
     timeline: timeline && { runs: timeline.runs, run_us: timeline.runUs, kernels: timeline.rows },
   };
@@ -300,13 +313,18 @@ function printTimeline({ rows, runUs, runs }: ReturnType<typeof summarise>): voi
 }
 
 /**
- * Mean time of a step that appends `rows` tokens to a 128-token sequence and keeps every row's
- * logits (the shape of a speculative verify step), rolled back after each step.
+ * Mean time of a step that appends `rows` tokens to a sequence of `context` tokens and keeps
+ * every row's logits (the shape of a speculative verify step), rolled back after each step.
  */
-function verifyStepMs(executor: ModelExecutor, randomIds: (n: number) => number[], rows: number): number {
+function verifyStepMs(
+  executor: ModelExecutor,
+  randomIds: (n: number) => number[],
+  context: number,
+  rows: number,
+): number {
   const seq = executor.newSequence();
   try {
-    executor.stepGreedy([{ seq, tokens: randomIds(128) }]);
+    prefill(executor, seq, randomIds(context));
     const tokens = randomIds(rows);
     const step = () => {
       executor.stepGreedy([{ seq, tokens, allLogits: true }]);
