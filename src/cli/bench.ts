@@ -191,15 +191,22 @@ function parseWeights(spec: string): RandomQuant | null {
 }
 
 /**
- * Bytes of weights a decode step reads, counting every weight once (the embedding table in full,
- * as the usual "parameters × bytes" bound does): linear layers at their quantized size
- * (codes, plus a 4-byte scale entry per group or fp8 block), the rest at `elemBytes`.
+ * Bytes of weights a one-row decode step reads: linear layers at their quantized size (codes,
+ * plus a 4-byte scale entry per group or fp8 block), the rest at `elemBytes`. An embedding table
+ * is read one row a token, unless it is also the output head (tied). Until session 17 of
+ * docs/BENCHMARKS.md the whole table was counted, as gpt-fast's "parameters × bytes" does: 1.05 GB
+ * too many for an 8B step, which overstated every fraction of bandwidth.
  */
-function weightBytes(cfg: ModelConfig, elemBytes: number, quant: RandomQuant | null): number {
+export function weightBytes(cfg: ModelConfig, elemBytes: number, quant: RandomQuant | null): number {
+  const tied = cfg.tieWordEmbeddings === true;
   let bytes = 0;
-  for (const [name, dims] of expectedTensors(cfg, cfg.tieWordEmbeddings !== true)) {
+  for (const [name, dims] of expectedTensors(cfg, !tied)) {
     const n = dims.reduce((a, b) => a * b, 1);
-    if (!quant || dims.length !== 2 || name === "model.embed_tokens.weight") {
+    if (name === "model.embed_tokens.weight") {
+      bytes += (tied ? n : dims[1]) * elemBytes;
+      continue;
+    }
+    if (!quant || dims.length !== 2) {
       bytes += n * elemBytes;
       continue;
     }
