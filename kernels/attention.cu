@@ -64,20 +64,6 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
-// One level of a warp's reduce-scatter of part[0 .. 2O): lanes with bit O set keep the upper half,
-// the others the lower, each adding its partner's copy; then the next level on part[0 .. O). After
-// the last, lane L holds the warp's sum of value L % (2 × the first O).
-template <int O>
-__device__ __forceinline__ void reduce_scatter(float* part, int lane) {
-  const bool upper = lane & O;
-#pragma unroll
-  for (int x = 0; x < O; x++) {
-    const float keep = upper ? part[x + O] : part[x], give = upper ? part[x] : part[x + O];
-    part[x] = keep + __shfl_xor_sync(0xffffffffu, give, O);
-  }
-  if constexpr (O > 1) reduce_scatter<O / 2>(part, lane);
-}
-
 // PRELOAD: each warp loads its first batch of cached keys and values into registers before
 // pdl_wait(), where the previous kernel cannot have written them, so they arrive while the block
 // reads its queries (H100, 8B: 8.0 → 6.4 µs a layer at 128 tokens, 15.2 → 11.8 at 1024). The

@@ -140,6 +140,20 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// One level of a warp's reduce-scatter of part[0 .. 2O): lanes with bit O set keep the upper half,
+// the others the lower, each adding its partner's copy; then the next level on part[0 .. O). After
+// the last, lane L holds the warp's sum of value L % (2 × the first O).
+template <int O>
+__device__ __forceinline__ void reduce_scatter(float* part, int lane) {
+  const bool upper = lane & O;
+#pragma unroll
+  for (int x = 0; x < O; x++) {
+    const float keep = upper ? part[x + O] : part[x], give = upper ? part[x] : part[x + O];
+    part[x] = keep + __shfl_xor_sync(0xffffffffu, give, O);
+  }
+  if constexpr (O > 1) reduce_scatter<O / 2>(part, lane);
+}
+
 // Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
 __device__ __forceinline__ float block_sum(float v) {
   __shared__ float partial[32];

@@ -555,6 +555,146 @@ QGEMV(16)
   }
 QGEMV_NORM(1)
 
+// ---- One-row gate·up with its norm folded in and its output rounded for down ----
+//
+// Two small kernels ran around every one-row gate·up: the norm before it (3.9 µs a layer in the
+// 8B int4 timeline) and quantize_x after it (2.8 µs), which rounds its output per block of 32 for
+// down. Folding the norm into the usual gate·up lost (session 11): each of its 1792 blocks made
+// all of x. Rounding the output there lost too (session 13): a block of 32 outputs spans several
+// thread blocks, which had to meet.
+//
+// Here a thread block owns 32 consecutive gate/up row pairs, one block of 32 of down's input, so
+// it rounds its own outputs. Thread t owns the 32 k of K from 32 (t % S) (S = K / 32 threads,
+// a stream; the FOLD_THREADS / S streams take rows stream, stream + FOLD_THREADS / S, ...). So a
+// thread makes only its own block of 32 of x, once, in registers: it reads those 32 values of the
+// norm's input and rounds x · γ to int8 without the 1 / rms, which scales the sums at the end (as
+// in NormFold: a block of 32's codes do not change under a common factor). Its weight loads run
+// FOLD_DEPTH rows ahead, the first ones issued before pdl_wait(). Blocks of 128 threads keep 8B's
+// 448 blocks resident at once (4 a multiprocessor, at most 128 registers), with registers for the
+// ring.
+//
+// A thread's partial sums of FOLD_BATCH rows are summed across its warp at once (reduce_scatter:
+// 16 shuffles for 8 row pairs instead of 80), and the warps of each stream meet in shared memory
+// at the end, where warp 0 finishes the block's 32 rows, one a lane. Integer schemes only; the
+// host sends steps here when S is 32, 64 or 128 and 32 divides N (foldsGateUp).
+#if QFMT != 3
+// Rows each thread's loads run ahead. Measured on the H100 (8B, session 17): 4 against 2 took int4
+// from 511 to 524 tok/s and int2-g32 from 551 to 602; int8 keeps 2, whose 4 takes 167 registers,
+// three blocks a multiprocessor, and its 448 blocks no longer fit at once.
+#ifndef FOLD_DEPTH
+#define FOLD_DEPTH (QFMT == 0 ? 2 : 4)
+#endif
+#define FOLD_BATCH 8
+#define FOLD_ROWS 32
+#define FOLD_THREADS 128
+static_assert(FOLD_BATCH % FOLD_DEPTH == 0, "a batch of rows holds whole turns of the ring");
+#define UNIT_CHUNKS (32 / CHUNK_K)  // chunks of a row in a thread's 32 k
+
+extern "C" __global__ void __launch_bounds__(FOLD_THREADS) qgate_up_fold_m1(
+    const chunk_t* __restrict__ wg, const chunk_t* __restrict__ wu, const void* sg, const void* su,
+    const bf16_t* bg, const bf16_t* bu, const float* __restrict__ nx, const bf16_t* __restrict__ nw, float eps,
+    float* __restrict__ y, signed char* __restrict__ yq, float2* __restrict__ yqs, int K, int group) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int units = K / 32, streams = FOLD_THREADS / units, stream = threadIdx.x / units, u = threadIdx.x % units;
+  const int items = FOLD_ROWS / streams;  // rows of this thread, a multiple of FOLD_BATCH
+  const int row0 = blockIdx.x * FOLD_ROWS + stream;
+  const size_t step = (size_t)streams * (K / CHUNK_K);  // chunks from one of this thread's rows to the next
+  const chunk_t* g_at = wg + (size_t)row0 * (K / CHUNK_K) + u * UNIT_CHUNKS;
+  const chunk_t* u_at = wu + (size_t)row0 * (K / CHUNK_K) + u * UNIT_CHUNKS;
+  chunk_t ring[FOLD_DEPTH][2][UNIT_CHUNKS];
+  u32 ring_s[FOLD_DEPTH][2];  // as stored: decoded where used (see fetch)
+  const auto fetch = [&](int d, int i) {
+#pragma unroll
+    for (int j = 0; j < UNIT_CHUNKS; j++) {
+      ring[d][0][j] = load_chunk(g_at + i * step + j);
+      ring[d][1][j] = load_chunk(u_at + i * step + j);
+    }
+    const int r = row0 + i * streams;
+    // Decoded here, the conversion would wait for the load inside the branch that skips fetches
+    // past the last row: an L2 round trip every fetch (gate·up 30.5 against 27.2 µs).
+    ring_s[d][0] = *scale_at(sg, r, 32 * u, K, group);
+    ring_s[d][1] = *scale_at(su, r, 32 * u, K, group);
+  };
+#pragma unroll
+  for (int d = 0; d < FOLD_DEPTH; d++) fetch(d, d);
+  uint4 gamma[4];  // γ of this thread's 32 k, as bf16
+#pragma unroll
+  for (int i = 0; i < 4; i++) gamma[i] = reinterpret_cast<const uint4*>(nw + 32 * u)[i];
+  pdl_start();
+
+  // This thread's block of 32 of x · γ, rounded to int8.
+  int xq[8];
+  float2 xs;
+  float squares = 0.0f;
+  {
+    float v[32];
+    const float4* xp = reinterpret_cast<const float4*>(nx + 32 * u);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const float4 x = xp[i], g = bf16x4_to_f32(reinterpret_cast<const uint2*>(gamma)[i]);
+      squares += sum_squares(x);
+      v[4 * i] = x.x * g.x, v[4 * i + 1] = x.y * g.y, v[4 * i + 2] = x.z * g.z, v[4 * i + 3] = x.w * g.w;
+    }
+    float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
+    const float s = amax / 127.0f;
+#pragma unroll
+    for (int w = 0; w < 8; w++) {
+      u32 word = 0;
+#pragma unroll
+      for (int b = 0; b < 4; b++)
+        word |= (amax > 0.0f ? (u32)(__float2int_rn(v[4 * w + b] / s) & 0xff) : 0u) << (8 * b);
+      xq[w] = (int)word;
+    }
+    xs = float2{s, sum};
+  }
+
+  __shared__ float sums[FOLD_THREADS / 32][FOLD_ROWS][2];
+  for (int i0 = 0; i0 < items; i0 += FOLD_BATCH) {
+    float part[2 * FOLD_BATCH];
+#pragma unroll
+    for (int b = 0; b < FOLD_BATCH; b++) {
+      const int i = i0 + b, d = b % FOLD_DEPTH;
+      chunk_t w[2][UNIT_CHUNKS];
+      float2 ws[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        ws[r] = decode_scale(ring_s[d][r]);
+#pragma unroll
+        for (int j = 0; j < UNIT_CHUNKS; j++) w[r][j] = ring[d][r][j];
+      }
+      if (i + FOLD_DEPTH < items) fetch(d, i + FOLD_DEPTH);
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        int dot = 0;
+#pragma unroll
+        for (int j = 0; j < UNIT_CHUNKS; j++)
+#pragma unroll
+          for (int q = 0; q < CHUNK_K / 4; q++) dot = __dp4a(code_quad(w[r][j], q), xq[j * CHUNK_K / 4 + q], dot);
+        part[2 * b + r] = (float)dot * xs.x * ws[r].x + ws[r].y * xs.y;
+      }
+    }
+    // Lane L ends with value L % 16 (row i0 + L / 2, gate or up) summed over its half-warp.
+    reduce_scatter<FOLD_BATCH>(part, lane);
+    const float total = part[0] + __shfl_xor_sync(0xffffffffu, part[0], 16);
+    if (lane < 2 * FOLD_BATCH) sums[warp][i0 + lane / 2][lane % 2] = total;
+  }
+
+  const float ss = block_sum(stream == 0 ? squares : 0.0f);  // its barriers also publish `sums`
+  if (warp != 0) return;
+  const int st = lane % streams, i = lane / streams, row = blockIdx.x * FOLD_ROWS + lane;
+  const int warps = units / 32;  // of a stream
+  float g = 0.0f, up = 0.0f;
+  for (int w = st * warps; w < (st + 1) * warps; w++) g += sums[w][i][0], up += sums[w][i][1];
+  const float after = rsqrtf(ss / K + eps);
+  const float a = g * after + (bg ? bf16_to_f32(bg[row]) : 0.0f);
+  const float out = a / (1.0f + expf(-a)) * (up * after + (bu ? bf16_to_f32(bu[row]) : 0.0f));
+  y[row] = out;
+  if (yq) quantize32(out, yq, yqs, row);
+}
+#endif
+
 // ---- Steps of 2 to 16 rows on the tensor cores (sm_80 and later) ----
 //
 // The loop above multiplies each weight once per row of x, so a step of M rows costs about M

@@ -131,6 +131,9 @@ const qmmaSliceK = 1024;
  */
 const qmmaResident = Number(process.env.TACHYON_QMMA_RESIDENT ?? 2);
 
+/** foldsGateUp's switch, for measurements (TACHYON_GATE_UP_FOLD=0: the norm and quantize_x run as kernels). */
+const gateUpFold = process.env.TACHYON_GATE_UP_FOLD !== "0";
+
 /** K of one qmma warp step (4 lanes, a chunk each): the multiple of it a row must be. */
 function qmmaStepK(scheme: QuantScheme): number {
   return 4 * chunkWeights[scheme];
@@ -585,6 +588,25 @@ export class CudaBackend implements Backend {
     return m === 1 && K % 128 === 0 && K <= 4096 && blocks <= 4 * this.ctx.info.multiprocessors;
   }
 
+  /**
+   * Whether a one-row gate·up folds its norm in and rounds its own output for down
+   * (qgate_up_fold_m1 in kernels/qgemv.cu): integer schemes in a model without fp8 weights (whose
+   * products read a half copy instead), K of 1024, 2048 or 4096 (a thread per 32 k, streams of a
+   * whole number of warps in a block of 128), N a multiple of 32. Measured on the H100 (8B, session
+   * 17 of docs/BENCHMARKS.md, alternating with the previous commit): int4-g128 518 → 525 tok/s,
+   * int2-g32 553 → 602, int8 333 → 337 / 340. TACHYON_GATE_UP_FOLD=0 turns it off for measurements.
+   */
+  private foldsGateUp(m: number, q: DeviceQuant, K: number, N: number): boolean {
+    return (
+      m === 1 &&
+      q.scheme !== "fp8" &&
+      !this.fp8Weights &&
+      [1024, 2048, 4096].includes(K) &&
+      N % 32 === 0 &&
+      gateUpFold
+    );
+  }
+
   gateUp(x: Tensor, gate: Tensor, up: Tensor, o: GateUpOptions = {}): Tensor {
     const { gateBias, upBias, norm } = o;
     const out = this.tensor(x.rows, gate.rows);
@@ -605,6 +627,36 @@ export class CudaBackend implements Backend {
         const xn = this.normed(x, norm);
         return this.siluMul(this.linear(xn, gate, { bias: gateBias }), this.linear(xn, up, { bias: upBias }));
       }
+      // Both kernels' first arguments: the weights, their scales and biases.
+      const weights = [
+        { ptr: (gate as CudaTensor).ptr },
+        { ptr: (up as CudaTensor).ptr },
+        { ptr: qg.scales },
+        { ptr: qu.scales },
+        { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
+        { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+      ];
+      if (norm && this.foldsGateUp(x.rows, qg, K, N)) {
+        const yq = this.int8For(out);
+        this.ctx.launch(
+          this.qgemvKernel(qg, "qgate_up_fold_m1"),
+          [N / 32, 1, 1],
+          [128, 1, 1],
+          [
+            ...weights,
+            { ptr: (x as CudaTensor).ptr },
+            { ptr: (norm.weight as CudaTensor).ptr },
+            { f32: norm.eps },
+            { ptr: out.ptr },
+            { ptr: yq?.q ?? 0 },
+            { ptr: yq?.scales ?? 0 },
+            { i32: K },
+            { i32: qg.groupSize },
+          ],
+          "qgate_up_fold",
+        );
+        return out;
+      }
       x = this.normed(x, norm);
       const xq = this.int8Rows(x, qg);
       const xh = this.halfRows(x, qg);
@@ -612,12 +664,7 @@ export class CudaBackend implements Backend {
       for (let r = 0; r < x.rows; r += 16) {
         const m = Math.min(16, x.rows - r);
         const args = [
-          { ptr: (gate as CudaTensor).ptr },
-          { ptr: (up as CudaTensor).ptr },
-          { ptr: qg.scales },
-          { ptr: qu.scales },
-          { ptr: gateBias ? (gateBias as CudaTensor).ptr : 0 },
-          { ptr: upBias ? (upBias as CudaTensor).ptr : 0 },
+          ...weights,
           { ptr: xq.q && xq.q + r * K },
           { ptr: xq.scales && xq.scales + r * (K / 32) * 8 },
           { ptr: xh && xh + r * K * 2 },
