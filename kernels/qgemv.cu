@@ -570,8 +570,10 @@ QGEMV_NORM(1)
 // norm's input and rounds x · γ to int8 without the 1 / rms, which scales the sums at the end (as
 // in NormFold: a block of 32's codes do not change under a common factor). Its weight loads run
 // FOLD_DEPTH rows ahead, the first ones issued before pdl_wait(). Blocks of 128 threads keep 8B's
-// 448 blocks resident at once (4 a multiprocessor, at most 128 registers), with registers for the
-// ring.
+// 448 blocks resident at once (4 a multiprocessor, at most 128 registers, which the launch bounds
+// hold it to), with registers for the ring. Measured (session 17): at 3 a multiprocessor (int4
+// given more registers) int4 fell from 525 to 468 tok/s; held to 5 (96 registers, spilling) to
+// make room beside the previous product's last blocks, 507.
 //
 // A thread's partial sums of FOLD_BATCH rows are summed across its warp at once (reduce_scatter:
 // 16 shuffles for 8 row pairs instead of 80), and the warps of each stream meet in shared memory
@@ -590,7 +592,7 @@ QGEMV_NORM(1)
 static_assert(FOLD_BATCH % FOLD_DEPTH == 0, "a batch of rows holds whole turns of the ring");
 #define UNIT_CHUNKS (32 / CHUNK_K)  // chunks of a row in a thread's 32 k
 
-extern "C" __global__ void __launch_bounds__(FOLD_THREADS) qgate_up_fold_m1(
+extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
     const chunk_t* __restrict__ wg, const chunk_t* __restrict__ wu, const void* sg, const void* su,
     const bf16_t* bg, const bf16_t* bu, const float* __restrict__ nx, const bf16_t* __restrict__ nw, float eps,
     float* __restrict__ y, signed char* __restrict__ yq, float2* __restrict__ yqs, int K, int group) {

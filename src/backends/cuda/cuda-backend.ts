@@ -593,8 +593,8 @@ export class CudaBackend implements Backend {
    * (qgate_up_fold_m1 in kernels/qgemv.cu): integer schemes in a model without fp8 weights (whose
    * products read a half copy instead), K of 1024, 2048 or 4096 (a thread per 32 k, streams of a
    * whole number of warps in a block of 128), N a multiple of 32. Measured on the H100 (8B, session
-   * 17 of docs/BENCHMARKS.md, alternating with the previous commit): int4-g128 518 → 525 tok/s,
-   * int2-g32 553 → 602, int8 333 → 337 / 340. TACHYON_GATE_UP_FOLD=0 turns it off for measurements.
+   * 17 of docs/BENCHMARKS.md, alternating with the previous commit): int4-g128 517 → 525 tok/s,
+   * int2-g32 552 → 598 / 600, int8 332 → 340. TACHYON_GATE_UP_FOLD=0 turns it off for measurements.
    */
   private foldsGateUp(m: number, q: DeviceQuant, K: number, N: number): boolean {
     return (
