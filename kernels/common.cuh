@@ -167,6 +167,19 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(t);
 }
 
+// v's int8 code in a block of largest magnitude amax, s = amax / 127 (0 for an all-zero block):
+// the one rounding rule of every kernel that makes int8 activations for the integer GEMVs.
+__device__ __forceinline__ int int8_code(float v, float amax, float s) {
+  return amax > 0.0f ? __float2int_rn(v / s) : 0;
+}
+// Four values' codes packed in k order, as the GEMVs read them.
+__device__ __forceinline__ u32 int8_codes4(float4 v, float amax, float s) {
+  const auto b = [&](float x) { return (u32)(int8_code(x, amax, s) & 0xff); };
+  return b(v.x) | b(v.y) << 8 | b(v.z) << 16 | b(v.w) << 24;
+}
+// SiLU(a) = a · sigmoid(a), the gate of gated MLPs.
+__device__ __forceinline__ float silu(float a) { return a / (1.0f + expf(-a)); }
+
 // Rounds a block of 32 values held one per lane (element i of lane, i % 32 == lane) to int8 for
 // the integer-weight GEMV: q = round(v / s), s = max |v| / 127, and (s, sum of v) for the block.
 // Every lane of the warp must call it.
@@ -174,7 +187,7 @@ __device__ __forceinline__ void quantize32(float v, signed char* __restrict__ q,
                                            size_t i) {
   const float amax = warp_max(fabsf(v)), sum = warp_sum(v);
   const float s = amax / 127.0f;
-  q[i] = amax > 0.0f ? (signed char)__float2int_rn(v / s) : 0;
+  q[i] = (signed char)int8_code(v, amax, s);
   if ((threadIdx.x & 31) == 0) qs[i / 32] = float2{s, sum};
 }
 
@@ -197,8 +210,7 @@ __device__ __forceinline__ void quantize8x4(float4 v, bool live, signed char* __
   }
   if (!live) return;
   const float s = amax / 127.0f;
-  const auto code = [&](float x) { return amax > 0.0f ? (u32)(__float2int_rn(x / s) & 0xff) : 0u; };
-  *reinterpret_cast<u32*>(q + i) = code(v.x) | code(v.y) << 8 | code(v.z) << 16 | code(v.w) << 24;
+  *reinterpret_cast<u32*>(q + i) = int8_codes4(v, amax, s);
   if (i % 32 == 0) qs[i / 32] = float2{s, sum};
 }
 

@@ -147,5 +147,5 @@ extern "C" __global__ void silu_mul(const float* __restrict__ g, const float* __
                                     float* __restrict__ y, int n) {
   pdl_start();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  if (i < n) y[i] = silu(g[i]) * u[i];
 }

@@ -135,7 +135,7 @@ __device__ __forceinline__ void gate_up(const uint4* __restrict__ wg, const uint
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float a = acc[0][m] + gb;
-      y[(size_t)m * N + row] = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
+      y[(size_t)m * N + row] = silu(a) * (acc[1][m] + ub);
     }
   }
 }

@@ -479,7 +479,7 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float a = acc[0][m] + gb;
-      const float out = a / (1.0f + expf(-a)) * (acc[1][m] + ub);
+      const float out = silu(a) * (acc[1][m] + ub);
       y[(size_t)m * N + row] = out;
       if (yh) yh[(size_t)m * N + row] = f32_to_h(out * FP8_X_SCALE);  // for an fp8 down product
     }
@@ -642,13 +642,7 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
     for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
     const float s = amax / 127.0f;
 #pragma unroll
-    for (int w = 0; w < 8; w++) {
-      u32 word = 0;
-#pragma unroll
-      for (int b = 0; b < 4; b++)
-        word |= (amax > 0.0f ? (u32)(__float2int_rn(v[4 * w + b] / s) & 0xff) : 0u) << (8 * b);
-      xq[w] = (int)word;
-    }
+    for (int w = 0; w < 8; w++) xq[w] = (int)int8_codes4(float4{v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]}, amax, s);
     xs = float2{s, sum};
   }
 
@@ -691,7 +685,7 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
   for (int w = st * warps; w < (st + 1) * warps; w++) g += sums[w][i][0], up += sums[w][i][1];
   const float after = rsqrtf(ss / K + eps);
   const float a = g * after + (bg ? bf16_to_f32(bg[row]) : 0.0f);
-  const float out = a / (1.0f + expf(-a)) * (up * after + (bu ? bf16_to_f32(bu[row]) : 0.0f));
+  const float out = silu(a) * (up * after + (bu ? bf16_to_f32(bu[row]) : 0.0f));
   y[row] = out;
   if (yq) quantize32(out, yq, yqs, row);
 }
@@ -1107,7 +1101,7 @@ struct GateUpTiles {
         const int m = 8 * i + 2 * t + e;
         if (m >= M) continue;
         const float a = acc[i][e] + gb;
-        const float out = a / (1.0f + expf(-a)) * (acc[i][2 + e] + ub);
+        const float out = silu(a) * (acc[i][2 + e] + ub);
         y[(size_t)m * N + r] = out;
         if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
       }
