@@ -49,7 +49,14 @@ export interface BenchResult {
   /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
   spec: SpecBenchResult | null;
   /** With TACHYON_TIMELINE=1: each kernel's cost inside the decode graph (timeline.ts). */
-  timeline: { runs: number; run_us: number; kernels: TimelineRow[] } | null;
+  timeline: {
+    runs: number;
+    run_us: number;
+    period_us: number | null;
+    between_us: number | null;
+    last_us: number | null;
+    kernels: TimelineRow[];
+  } | null;
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -151,7 +158,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
     verify_step_ms: verifyMs,
     verify_context: verifyMs ? verifyContext : null,
     spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
-    timeline: timeline && { runs: timeline.runs, run_us: timeline.runUs, kernels: timeline.rows },
+    timeline: timeline && {
+      runs: timeline.runs,
+      run_us: timeline.runUs,
+      period_us: timeline.periodUs,
+      between_us: timeline.betweenUs,
+      last_us: timeline.lastUs,
+      kernels: timeline.rows,
+    },
   };
   const line = JSON.stringify(result, null, 2);
   process.stdout.write(line + "\n");
@@ -285,7 +299,7 @@ function printProfile(what: string, rows: OpProfile[]): void {
   process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
 }
 
-/** The kernel timeline of `steps` decode steps after a prefill of `prompt`. */
+/** The kernel timeline of `steps` decode steps after a prefill of `prompt`, pipelined as decode() runs them. */
 function decodeTimeline(
   timeline: Timeline,
   executor: ModelExecutor,
@@ -294,16 +308,24 @@ function decodeTimeline(
 ): ReturnType<typeof summarise> {
   const seq = executor.newSequence();
   try {
-    let token = prefill(executor, seq, prompt);
+    const token = prefill(executor, seq, prompt);
     timeline.start();
-    for (let i = 0; i < steps; i++) [token] = executor.stepGreedy([{ seq, tokens: [token] }]);
+    const pipeline = new GreedyPipeline(executor, seq, token);
+    for (let i = 1; i < steps; i++) pipeline.next(i < steps - 1);
     return summarise(timeline.stop());
   } finally {
     seq.free();
   }
 }
 
-function printTimeline({ rows, runUs, runs }: ReturnType<typeof summarise>): void {
+function printTimeline({
+  rows,
+  runUs,
+  runs,
+  periodUs,
+  betweenUs,
+  lastUs,
+}: ReturnType<typeof summarise>): void {
   process.stderr.write(
     `inside the decode graph (${runs} steps, from each kernel passing its wait to the next one passing its own):\n` +
       `  ${"kernel".padEnd(34)} per step  mean us  us/step  share  first block waited us\n`,
@@ -317,6 +339,11 @@ function printTimeline({ rows, runUs, runs }: ReturnType<typeof summarise>): voi
   process.stderr.write(
     `  ${"total (the last kernel untimed)".padEnd(34)} ${runUs.toFixed(1).padStart(26)}\n`,
   );
+  if (periodUs !== null && betweenUs !== null && lastUs !== null)
+    process.stderr.write(
+      `  a step every ${periodUs.toFixed(1)} us; from its last kernel's pass to the next step's first ` +
+        `${betweenUs.toFixed(1)} us: that kernel ${lastUs.toFixed(1)}, then work outside the graph and the launch\n`,
+    );
 }
 
 /**

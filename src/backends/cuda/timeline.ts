@@ -88,16 +88,31 @@ export interface TimelineRow {
 
 /**
  * Cost per kernel of graph replays: rows sorted by their share of a replay, and a replay's total
- * (the last kernel of each replay has no successor to time it, so it is left out).
+ * (the last kernel of each replay has no successor inside it, so it is left out). Where replays
+ * follow each other, also the step's period (one replay's first pass to the next one's), what
+ * lies between them (the last kernel, whatever runs outside the graphs, the graph launch), and
+ * of that the last kernel: its pass to the next recorded pass, outside the graph or not.
  */
 export function summarise(events: readonly TimelineEvent[]): {
   rows: TimelineRow[];
   runUs: number;
   runs: number;
+  periodUs: number | null;
+  betweenUs: number | null;
+  lastUs: number | null;
 } {
   const byKernel = new Map<string, { n: number; us: number; waited: number }>();
   const runs = new Set<number>();
+  const firstPass = new Map<number, number>();
+  const lastPass = new Map<number, number>();
+  const afterLast = new Map<number, number>(); // the pass recorded next after a replay's last kernel
   events.forEach((e, i) => {
+    if (e.run >= 0) {
+      if (!firstPass.has(e.run)) firstPass.set(e.run, e.leaveNs);
+      lastPass.set(e.run, e.leaveNs);
+      const next = events[i + 1];
+      if (next && next.run !== e.run) afterLast.set(e.run, next.leaveNs);
+    }
     const next = events[i + 1];
     if (e.run < 0 || next?.run !== e.run) return;
     runs.add(e.run);
@@ -119,7 +134,18 @@ export function summarise(events: readonly TimelineEvent[]): {
     waitedUs: k.waited / k.n,
   }));
   rows.sort((a, b) => b.runUs - a.runUs);
-  return { rows, runUs: rows.reduce((t, x) => t + x.runUs, 0), runs: runs.size };
+  // Consecutive replays (run and run + 1 both recorded).
+  const follow = [...firstPass.keys()].filter((run) => firstPass.has(run + 1));
+  const mean = (f: (run: number) => number) =>
+    follow.length ? follow.reduce((t, run) => t + f(run), 0) / follow.length / 1000 : null;
+  return {
+    rows,
+    runUs: rows.reduce((t, x) => t + x.runUs, 0),
+    runs: runs.size,
+    periodUs: mean((run) => firstPass.get(run + 1)! - firstPass.get(run)!),
+    betweenUs: mean((run) => firstPass.get(run + 1)! - lastPass.get(run)!),
+    lastUs: mean((run) => afterLast.get(run)! - lastPass.get(run)!),
+  };
 }
 
 /** A kernel's name without its row-count suffix. */

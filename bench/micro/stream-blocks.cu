@@ -1,0 +1,112 @@
+// Whether a weight-streaming kernel gains from fewer, longer thread blocks inside a chain of
+// dependent launches (a measurement tool, not engine code: nvcc -arch=sm_90a -O3).
+//
+// A chain of KERNELS kernels, each streaming BYTES of its own part of a buffer far larger than
+// L2 (so every byte comes from DRAM), is captured into a graph with programmatic dependent launch
+// and replayed. Each kernel's grid splits its bytes over BLOCKS blocks of THREADS threads, each
+// thread keeping DEPTH 16-byte loads in flight, the first ones issued before griddepcontrol.wait
+// as tachyon's GEMVs do (with the engine's own load_stream). Fewer blocks with deeper loads keep
+// the same bytes in flight. The replay's time over KERNELS is one kernel's cost inside the chain;
+// the ratio to the copy bandwidth measured in the same run is its efficiency.
+#include "cuda-check.h"
+#include "../../kernels/common.cuh"  // load_stream: the engine's weight loads
+
+// Streams this block's share of n 16-byte words from src; writes a sum nobody reads (so the
+// loads stay).
+template <int kThreads, int kDepth>
+__global__ void __launch_bounds__(kThreads) stream(const uint4* src, size_t n, float* sink) {
+  const size_t per_block = (n + gridDim.x - 1) / gridDim.x;
+  const size_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
+  uint4 r[kDepth];
+  size_t at = begin + threadIdx.x;
+#pragma unroll
+  for (int d = 0; d < kDepth; d++)
+    if (at + d * kThreads < end) r[d] = load_stream(src + at + d * kThreads);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+  unsigned acc = 0;
+  for (; at < end; at += kDepth * kThreads) {
+#pragma unroll
+    for (int d = 0; d < kDepth; d++) {
+      const size_t i = at + d * kThreads;
+      if (i >= end) break;
+      acc ^= r[d].x + r[d].y + r[d].z + r[d].w;
+      if (i + kDepth * kThreads < end) r[d] = load_stream(src + i + kDepth * kThreads);
+    }
+  }
+  if (acc == 0x12345678u) *sink = (float)acc;
+}
+
+int main() {
+  const int kernels = 96, replays = 30;
+  const size_t sizes[] = {8400000, 12600000, 29400000, 59600000};  // 8B int4 o, q/k/v, down, gate·up
+  // (blocks, threads, depth): 256-thread shapes, then the gate·up fold's 128 threads by 8 loads
+  // at 396 / 448 / 528 blocks (448 is the 8B fold's grid: 3.4 blocks a multiprocessor).
+  const int3 shapes[] = {{132, 256, 4},  {132, 256, 8},  {132, 256, 16}, {264, 256, 4},  {264, 256, 8},
+                         {396, 256, 4},  {528, 256, 2},  {528, 256, 4},  {1056, 256, 2}, {396, 128, 8},
+                         {448, 128, 8},  {528, 128, 8},  {448, 128, 4},  {896, 128, 4},  {1792, 128, 2}};
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t buffer = (size_t)kernels * 59600000;
+  char* src;
+  float* sink;
+  CHECK(cudaMalloc(&src, buffer));
+  CHECK(cudaMalloc(&sink, 4));
+  CHECK(cudaMemset(src, 0x5a, buffer));  // nonzero; the values do not matter, only their bytes
+  cudaStream_t stream_;
+  CHECK(cudaStreamCreate(&stream_));
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  // Copy bandwidth (read + write) over 1 GiB, as tachyon's bench measures it.
+  const size_t copy = (size_t)1 << 30;
+  CHECK(cudaMemcpyAsync(src + copy, src, copy, cudaMemcpyDeviceToDevice, stream_));
+  CHECK(cudaEventRecord(a, stream_));
+  for (int i = 0; i < 10; i++) CHECK(cudaMemcpyAsync(src + copy, src, copy, cudaMemcpyDeviceToDevice, stream_));
+  CHECK(cudaEventRecord(b, stream_));
+  CHECK(cudaEventSynchronize(b));
+  float ms;
+  CHECK(cudaEventElapsedTime(&ms, a, b));
+  const double copy_bps = 2.0 * copy * 10 / (ms / 1e3);
+  printf("%s: copy %.0f GB/s; %d kernels a graph, %d replays\n", prop.name, copy_bps / 1e9, kernels, replays);
+  printf("%10s %7s %8s %6s %9s %9s %8s\n", "bytes", "blocks", "threads", "depth", "us", "GB/s", "of copy");
+  for (size_t bytes : sizes)
+    for (int3 shape : shapes) {
+      const int blocks = shape.x, threads = shape.y, depth = shape.z;
+      cudaGraph_t graph;
+      CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+      for (int i = 0; i < kernels; i++) {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(blocks);
+        cfg.blockDim = dim3(threads);
+        cfg.stream = stream_;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = i == 0 ? 0 : 1;
+        const uint4* part = reinterpret_cast<const uint4*>(src + (size_t)i * 59600000);
+        auto kernel = threads == 128 ? (depth == 2 ? stream<128, 2> : depth == 4 ? stream<128, 4> : stream<128, 8>)
+                                     : (depth == 2   ? stream<256, 2>
+                                        : depth == 4 ? stream<256, 4>
+                                        : depth == 8 ? stream<256, 8>
+                                                     : stream<256, 16>);
+        CHECK(cudaLaunchKernelEx(&cfg, kernel, part, bytes / 16, sink));
+      }
+      CHECK(cudaStreamEndCapture(stream_, &graph));
+      cudaGraphExec_t exec;
+      CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      for (int r = 0; r < 3; r++) CHECK(cudaGraphLaunch(exec, stream_));
+      CHECK(cudaEventRecord(a, stream_));
+      for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream_));
+      CHECK(cudaEventRecord(b, stream_));
+      CHECK(cudaEventSynchronize(b));
+      CHECK(cudaEventElapsedTime(&ms, a, b));
+      const double us = ms * 1e3 / replays / kernels, bps = bytes / (us / 1e6);
+      printf("%10zu %7d %8d %6d %9.2f %9.0f %7.1f%%\n", bytes, blocks, threads, depth, us, bps / 1e9,
+             100.0 * bps / copy_bps);
+      CHECK(cudaGraphExecDestroy(exec));
+      CHECK(cudaGraphDestroy(graph));
+    }
+  return 0;
+}
