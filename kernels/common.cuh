@@ -110,6 +110,9 @@ __device__ __forceinline__ void prefetch_l2(const L2Ranges& r) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(r.p[i] + b));
 }
 
+// One line of global memory pulled into L2, nothing held.
+__device__ __forceinline__ void prefetch_line(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // Rotary embedding of one pair (a, b) = (x[i], x[i + HEAD_DIM/2]) of a head at position pos
 // ("rotate half"). Rounded op by op (no fused multiply-add), so every kernel that rotates a key
 // gets the same bits: a key rotated on the fly must equal the one later read from the cache.
