@@ -49,6 +49,14 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #ifndef QSMALL_M
 #define QSMALL_M 1
 #endif
+// One-row products folding their norm in (q/k/v) read x from shared memory, so nothing else
+// waits in their loop: two chunks in flight measured better for int4 there (8B timeline, session
+// 18: q/k/v 7.88 → 7.24 µs a layer, while o and down lost at two).
+#ifndef QDEPTH_NORM
+#define QDEPTH_NORM (QDEPTH_SMALL > 2 ? QDEPTH_SMALL : 2)
+#endif
+// Chunks in flight for a product of M rows, folding its norm in or not.
+__host__ __device__ constexpr int qdepth(int M, bool norm) { return norm ? QDEPTH_NORM : M <= QSMALL_M ? QDEPTH_SMALL : QDEPTH; }
 // Blocks per multiprocessor the register allocation must allow (__launch_bounds__): 3 measured
 // best for int8 and fp8 and for steps of 16 rows, level for int4 (scripts/gpu-tune.sh).
 #ifndef QMINBLOCKS
@@ -203,14 +211,13 @@ __device__ __forceinline__ void chunk_products(const chunk_t (&w)[ROWS], const f
 // kernels), followed there by the kernel's L2 prefetch (`l2`, prefetch_l2). Every thread calls
 // input.before_wait() beside those first loads, and input.after_wait(), which gives x, right after
 // the wait.
-template <int M, typename Input>
+template <int M, int depth, typename Input>
 __device__ __forceinline__ void qdot_rows(const chunk_t* const* wr, const void* const* sc, const int* row,
                                           Input& input, const L2Ranges& l2, int K, int group, int part, int split,
                                           bool valid, float (&acc)[ROWS][M]) {
   const int lane = threadIdx.x & 31;
   const int chunks = valid ? K / CHUNK_K : 0;
   const int first = lane + 32 * part, stride = 32 * split;
-  constexpr int depth = M <= QSMALL_M ? QDEPTH_SMALL : QDEPTH;
   chunk_t pre[depth][ROWS];
   float2 pre_s[depth][ROWS];
   auto fetch = [&](int d, int c) {
@@ -433,10 +440,10 @@ __device__ __forceinline__ void qgemv(const QSegments& s, const XRows& x, const 
   const bool writes = valid && (threadIdx.x & 31) == 0 && warp % split == 0;
   if constexpr (NORM) {
     ProductInput<M, NormFold<M>> input{{norm, K, after}, res, n, first, writes, prior};
-    qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
+    qdot_rows<M, qdepth(M, true)>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   } else {
     ProductInput<M, GivenX> input{{x}, res, n, first, writes, prior};
-    qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
+    qdot_rows<M, qdepth(M, false)>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   }
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     // The output's segment found again rather than kept from the start: its pointers live across
@@ -473,7 +480,7 @@ __device__ __forceinline__ void qgate_up(const chunk_t* wg, const chunk_t* wu, c
 #pragma unroll
   for (int m = 0; m < M; m++) acc[0][m] = acc[1][m] = 0.0f;
   GivenX input{x};
-  qdot_rows<M>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
+  qdot_rows<M, qdepth(M, false)>(wr, scs, rows, input, l2, K, group, warp % split, split, valid, acc);
   if (combine_parts<M, ROWS, kQWarps>(acc, split) && valid) {
     const float gb = bg ? bf16_to_f32(bg[row]) : 0.0f, ub = bu ? bf16_to_f32(bu[row]) : 0.0f;
 #pragma unroll
