@@ -49,9 +49,10 @@ typedef uint4 chunk_t;  // int8, fp8: 16 bytes = 16 weights
 #ifndef QSMALL_M
 #define QSMALL_M 1
 #endif
-// One-row products folding their norm in (q/k/v) read x from shared memory, so nothing else
-// waits in their loop: two chunks in flight measured better for int4 there (8B timeline, session
-// 18: q/k/v 7.88 → 7.24 µs a layer, while o and down lost at two).
+// One-row products folding their norm in (q/k/v), which read x from shared memory rather than
+// from L2 in their loop. Two chunks in flight measured better there (H100 8B, session 18,
+// alternating with one: int2-g32 614 → 630 tok/s, int4 533 → 538, q/k/v 7.88 → 7.61 µs a layer),
+// while every one-row GEMV at two lost (int4 537 → 489: o and down slower).
 #ifndef QDEPTH_NORM
 #define QDEPTH_NORM (QDEPTH_SMALL > 2 ? QDEPTH_SMALL : 2)
 #endif
@@ -600,8 +601,9 @@ QGEMV_NORM(1)
 // of each of gate and up (int4 8 rows, int8 4, int2 16). Between the wait and the ring's first
 // refill every block reads x and rounds it, and the memory would idle. Measured on the H100 (8B,
 // session 18, alternating runs): int4-g128 526 → 537 tok/s with 4 rows, 538 with 8; int2-g32 603
-// → 610 with 4, 613 with 8; int8 337 → 339 with 4, 329 with 8; issued before the wait instead
-// (beside o's last blocks), level.
+// → 610 with 4, 613 with 8; int8 337 → 339 with 4, 329 with 8. Issued before the wait instead
+// (beside o's last blocks) they gained nothing (int4 527.5 with 4 rows). Prefetching one row
+// further at every fetch as well lost (int4 511).
 #ifndef FOLD_NEXT
 #define FOLD_NEXT (128 / (UNIT_CHUNKS * (int)sizeof(chunk_t)))
 #endif

@@ -4,6 +4,7 @@
 # warp-state breakdown of the M = 1 kernels, and their SASS. Run via scripts/gpu-run.sh.
 # RUNS="llama-3-8b:int4-g128 llama-3-8b:int8" KERNELS="regex:qgemv_m1|qgate_up_m1" (per-launch table)
 # SECTION_KERNELS="regex:attention_decode" (sections; default KERNELS)
+# SASS_FUNCTIONS="qgemv_m1,qgate_up_fold_m1" (machine code dumped; default the one-row GEMVs and the fold)
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -38,6 +39,6 @@ PY
     "${bench[@]}" 2>&1 | grep -vE "^==PROF==|^\s*$" > "$out/ncu-sections-$shape-$w.txt"
 done
 for f in "${TACHYON_CACHE:-/tmp/tachyon-kernels}"/kernels/qgemv-*.cubin; do
-  cuobjdump --dump-sass --function qgemv_m1,qgate_up_m1 "$f" >> "$out/sass-qgemv.txt" 2>&1
+  cuobjdump --dump-sass --function "${SASS_FUNCTIONS:-qgemv_m1,qgemv_norm_m1,qgate_up_m1,qgate_up_fold_m1}" "$f" >> "$out/sass-qgemv.txt" 2>&1
 done
 ls -la "$out"

@@ -107,13 +107,12 @@ export function summarise(events: readonly TimelineEvent[]): {
   const lastPass = new Map<number, number>();
   const afterLast = new Map<number, number>(); // the pass recorded next after a replay's last kernel
   events.forEach((e, i) => {
+    const next = events[i + 1];
     if (e.run >= 0) {
       if (!firstPass.has(e.run)) firstPass.set(e.run, e.leaveNs);
       lastPass.set(e.run, e.leaveNs);
-      const next = events[i + 1];
       if (next && next.run !== e.run) afterLast.set(e.run, next.leaveNs);
     }
-    const next = events[i + 1];
     if (e.run < 0 || next?.run !== e.run) return;
     runs.add(e.run);
     const prev = events[i - 1];
