@@ -147,7 +147,7 @@ export class ModelExecutor {
       blockTables: new Array<Int32Array>(count),
       outputRows: new Int32Array(0),
     };
-    const outputRows: number[] = [];
+    const outputRows: number[] = []; // increasing: a graph keyed by row counts relies on it
     let r = 0;
     for (const { seq, tokens, allLogits } of inputs) {
       seq.reserve(seq.length + tokens.length);
