@@ -125,8 +125,8 @@ __device__ __forceinline__ void attend(
       const size_t at = (size_t)(table[j / block_size] * block_size + j % block_size) * kv_stride +
                         (size_t)kv_head * HEAD_DIM;
       for (int b = 0; b < HEAD_DIM * 4; b += 128) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(kcache + at) + b));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(vcache + at) + b));
+        prefetch_line(reinterpret_cast<const char*>(kcache + at) + b);
+        prefetch_line(reinterpret_cast<const char*>(vcache + at) + b);
       }
     }
   }

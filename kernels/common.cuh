@@ -84,6 +84,9 @@ __device__ __forceinline__ void pdl_start() {
   pdl_launch_dependents();
 }
 
+// One line of global memory pulled into L2, nothing held.
+__device__ __forceinline__ void prefetch_line(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // The first bytes of a GEMV's weights, pulled into L2 by the kernel itself before its wait: its
 // blocks of the first wave start while the kernel before it (a norm, quantize_x, attention, or a
 // product's last blocks) leaves the memory idle, but each lane's registers hold only a chunk or
@@ -107,11 +110,8 @@ __device__ __forceinline__ void prefetch_l2(const L2Ranges& r) {
   for (int i = 0; i < L2_RANGES; i++)
     for (unsigned long long o = thread * L2_PIECE; o < r.n[i]; o += threads * L2_PIECE)
       for (unsigned long long b = o; b < o + L2_PIECE && b < r.n[i]; b += 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(r.p[i] + b));
+        prefetch_line(r.p[i] + b);
 }
-
-// One line of global memory pulled into L2, nothing held.
-__device__ __forceinline__ void prefetch_line(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // Rotary embedding of one pair (a, b) = (x[i], x[i + HEAD_DIM/2]) of a head at position pos
 // ("rotate half"). Rounded op by op (no fused multiply-add), so every kernel that rotates a key
