@@ -1221,12 +1221,7 @@ export class CudaBackend implements Backend {
 
   gatherOutputRows(x: Tensor, step: Step): Tensor {
     const s = step as CudaStep;
-    // Every row an output, in order (a decode step, a verify step keeping all logits): x itself,
-    // one kernel fewer (2.4 µs of an 8B decode step). A graph captured here replays only steps
-    // with as many outputs as rows, which the executor makes in increasing order: the same rows.
-    const rows = s.rows.outputRows;
-    if (rows.length === x.rows && rows.every((r, i) => r === i)) return x;
-    const out = this.tensor(rows.length, x.cols);
+    const out = this.tensor(s.rows.outputRows.length, x.cols);
     if (out.rows === 0) return out;
     this.launch("gather_rows", [out.rows, 1, 1], 256, [
       { ptr: (x as CudaTensor).ptr },
