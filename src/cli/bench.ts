@@ -299,23 +299,15 @@ function printProfile(what: string, rows: OpProfile[]): void {
   process.stderr.write(`  ${"total".padEnd(18)} ${(total * 1000).toFixed(0).padStart(18)} us\n`);
 }
 
-/** The kernel timeline of `steps` decode steps after a prefill of `prompt`, pipelined as decode() runs them. */
+/** The kernel timeline of `steps` decode steps after a prefill of `prompt`, run as decode() runs them. */
 function decodeTimeline(
   timeline: Timeline,
   executor: ModelExecutor,
   prompt: number[],
   steps: number,
 ): ReturnType<typeof summarise> {
-  const seq = executor.newSequence();
-  try {
-    const token = prefill(executor, seq, prompt);
-    timeline.start();
-    const pipeline = new GreedyPipeline(executor, seq, token);
-    for (let i = 1; i < steps; i++) pipeline.next(i < steps - 1);
-    return summarise(timeline.stop());
-  } finally {
-    seq.free();
-  }
+  decode(executor, prompt, steps, () => timeline.start());
+  return summarise(timeline.stop());
 }
 
 function printTimeline({
@@ -376,23 +368,26 @@ function verifyStepMs(
 /**
  * Greedy decoding of one fresh sequence: prefill `prompt` (in chunks the backend accepts), then
  * `count - 1` single-token steps, pipelined as `tachyon run` decodes (GreedyPipeline). Returns the
- * time to the first token and of the rest.
+ * time to the first token and of the rest; `afterPrefill` runs between the two, in neither.
  */
 function decode(
   executor: ModelExecutor,
   prompt: number[],
   count: number,
+  afterPrefill?: () => void,
 ): { firstTokenMs: number; decodeMs: number } {
   const seq = executor.newSequence();
   try {
     const t0 = performance.now();
-    let token = prefill(executor, seq, prompt);
+    const token = prefill(executor, seq, prompt);
+    const firstTokenMs = performance.now() - t0;
+    afterPrefill?.();
     const t1 = performance.now();
     if (count > 1) {
       const pipeline = new GreedyPipeline(executor, seq, token);
-      for (let i = 1; i < count; i++) token = pipeline.next(i < count - 1);
+      for (let i = 1; i < count; i++) pipeline.next(i < count - 1);
     }
-    return { firstTokenMs: t1 - t0, decodeMs: performance.now() - t1 };
+    return { firstTokenMs, decodeMs: performance.now() - t1 };
   } finally {
     seq.free();
   }
