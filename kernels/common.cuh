@@ -124,6 +124,20 @@ __device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float inv
   b = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
 }
 
+// Division by a divisor known only at run time (a launch argument), by one multiply: exact for
+// n · d < 2^32. Integer division is a software sequence of about twenty instructions, a cost
+// that counts in the short kernels that divide per element.
+struct Divisor {
+  u32 d, inverse;  // ceil(2^32 / d); unused for d = 1
+  __device__ __forceinline__ explicit Divisor(u32 divisor) : d(divisor), inverse(divisor > 1 ? 0xffffffffu / divisor + 1 : 0) {}
+  __device__ __forceinline__ u32 quotient(u32 n) const { return d > 1 ? __umulhi(n, inverse) : n; }
+  __device__ __forceinline__ u32 remainder(u32 n) const { return n - quotient(n) * d; }
+};
+
+// The running maximum an online softmax subtracts before exp: -inf (nothing seen yet) counts as
+// 0, so that exp(m - base) of an empty part is 0 rather than NaN, without a branch.
+__device__ __forceinline__ float softmax_base(float m) { return m == -INFINITY ? 0.0f : m; }
+
 // The shared-memory address (state space offset) of a generic pointer into shared memory.
 __device__ __forceinline__ u32 shared_addr(const void* p) {
   u32 a;
