@@ -24,7 +24,9 @@
 // the online softmax per head. HEAD_DIM and GROUP are compile-time constants.
 
 #define PER_LANE ((HEAD_DIM + 31) / 32)
+#ifndef WARPS  // a block's warps (the host launches 256 threads)
 #define WARPS 8
+#endif
 // GROUP rounded up to a power of two; positions per batch; (head, position) values per batch.
 #define GROUP_P2 (GROUP <= 1 ? 1 : GROUP <= 2 ? 2 : GROUP <= 4 ? 4 : GROUP <= 8 ? 8 : GROUP <= 16 ? 16 : 32)
 #define BATCH (32 / GROUP_P2 < 8 ? 32 / GROUP_P2 : 8)
@@ -52,19 +54,19 @@ static_assert(GROUP <= 32, "attention_decode serves at most 32 query heads per k
 // positions in a chain (bench/micro/attention-chain.cu): 6.7 → 5.9 µs a layer by mail; 5.0 with
 // the merge below unrolled and branch-free and no integer division (Divisor).
 //
-// A block's mailbox: its mbarrier, which counts the bytes sent to it. Single-block clusters (one
-// split, and every launch before Hopper) need none of it: their "mail" is plain shared-memory
-// stores, read after a block barrier.
+// A block's mailbox: its mbarrier, which counts the bytes sent to it. On Hopper every launch of
+// this kernel is a cluster launch, of one block where a row's keys are not split (st.async and
+// mbarriers fault outside one); before it, clusters are of one block and mail is plain
+// shared-memory stores, read after a block barrier. Whether a cluster has one block is not asked at
+// run time: that test alone cost 0.7 µs a layer (the one-row 8B chain, 4.9 → 5.6 µs).
 struct Mailbox {
   unsigned long long* box;
-  bool cluster;
 
   // Before the wait: the mbarrier is set for `bytes` and the block arrives (relaxed) at the
   // cluster barrier that ready() waits on, so that no block sends before every mbarrier is
   // initialised. That is the only cluster-wide meeting, and off the critical path.
   __device__ __forceinline__ void open(u32 bytes) const {
 #if __CUDA_ARCH__ >= 900
-    if (!cluster) return;
     if (threadIdx.x == 0) {
       asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_addr(box)) : "memory");
       asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -80,7 +82,7 @@ struct Mailbox {
   // Every block's mbarrier is ready (each thread calls this once, before its first send).
   __device__ __forceinline__ void ready() const {
 #if __CUDA_ARCH__ >= 900
-    if (cluster) asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
 #endif
   }
 
@@ -89,38 +91,34 @@ struct Mailbox {
   template <typename T>
   __device__ __forceinline__ void send(T* slot, T v, u32 rank) const {
 #if __CUDA_ARCH__ >= 900
-    if (cluster) {
-      u32 to, at;
-      asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(to) : "r"(shared_addr(slot)), "r"(rank));
-      asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(at) : "r"(shared_addr(box)), "r"(rank));
-      if constexpr (sizeof(T) == 8)
-        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];" ::"r"(to),
-                     "f"(v.x), "f"(v.y), "r"(at)
-                     : "memory");
-      else
-        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(to), "f"(v),
-                     "r"(at)
-                     : "memory");
-      return;
-    }
-#endif
+    u32 to, at;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(to) : "r"(shared_addr(slot)), "r"(rank));
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(at) : "r"(shared_addr(box)), "r"(rank));
+    if constexpr (sizeof(T) == 8)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];" ::"r"(to),
+                   "f"(v.x), "f"(v.y), "r"(at)
+                   : "memory");
+    else
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(to), "f"(v),
+                   "r"(at)
+                   : "memory");
+#else
     *slot = v;
+#endif
   }
 
   // Until every byte open() expected has landed (every thread of the block calls it).
   __device__ __forceinline__ void wait() const {
 #if __CUDA_ARCH__ >= 900
-    if (cluster) {
-      asm volatile(
-          "{\n\t.reg .pred done;\n"
-          "MAIL_WAIT_%=:\n\t"
-          "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n\t"
-          "@!done bra MAIL_WAIT_%=;\n}" ::"r"(shared_addr(box))
-          : "memory");
-      return;
-    }
-#endif
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "MAIL_WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n\t"
+        "@!done bra MAIL_WAIT_%=;\n}" ::"r"(shared_addr(box))
+        : "memory");
+#else
     __syncthreads();
+#endif
   }
 };
 
@@ -182,7 +180,7 @@ __device__ __forceinline__ void attend(
   __shared__ float mail_acc[CHUNKS + MAX_SPLITS - 1][32];
   __shared__ float2 mail_ml[MAX_SPLITS][GROUP];
   __shared__ __align__(8) unsigned long long box;
-  const Mailbox mail{&box, splits > 1};
+  const Mailbox mail{&box};
   {
     u32 bytes = owned ? splits * GROUP * (u32)sizeof(float2) : 0;
     for (int lc = 0; lc < owned; lc++) bytes += splits * 4 * min(32, outputs - 32 * (split + lc * splits));

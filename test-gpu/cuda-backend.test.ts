@@ -450,10 +450,10 @@ test("argmaxRows: the largest value, the lowest index on ties, and 0 for a row o
  * last 90 rows read what those wrote. The heads of `model` (GQA by default), with and without a
  * sliding window.
  */
-function attentionSteps(on: CudaBackend, model = cfg): void {
+function attentionSteps(on: CudaBackend, model = cfg, blockSize = 16): void {
   const { numHeads, numKvHeads, headDim } = model;
   for (const window of [null, 37]) {
-    const spec = { numLayers: 1, numBlocks: 64, blockSize: 16, numKvHeads, headDim };
+    const spec = { numLayers: 1, numBlocks: 64, blockSize, numKvHeads, headDim };
     const kc = cpu.createKvCache(spec);
     const kg = on.createKvCache(spec);
     const p = { numHeads, numKvHeads, headDim, slidingWindow: window };
@@ -465,7 +465,7 @@ function attentionSteps(on: CudaBackend, model = cfg): void {
       [90, 251],
     ]) {
       fresh(on);
-      const rows = stepRows(M, start, 16);
+      const rows = stepRows(M, start, blockSize);
       const sc = cpu.prepareStep(rows);
       const sg = on.prepareStep(rows);
       const [kxc, kxg] = activation(M, numKvHeads * headDim, on);
@@ -501,6 +501,11 @@ test("paged attention when a step's own keys do not fit the kernel's shared memo
 test("paged attention with a row's keys over 2 blocks (a verify step's split when its rows fill the GPU)", () => {
   // 64 blocks for 13 rows of 2 kv heads: 2 blocks a row (the default aim gives 8 here).
   attentionSteps(CudaBackend.create(cfg, { maxRows: 64, attentionBlocks: 64 }));
+});
+
+test("paged attention over 3 blocks a row, in cache blocks of 24 positions (divisors not powers of two)", () => {
+  // 80 blocks for 13 rows of 2 kv heads: 3 a row.
+  attentionSteps(CudaBackend.create(cfg, { maxRows: 64, attentionBlocks: 80 }), cfg, 24);
 });
 
 test("paged attention for other head shapes: 1, 7 and 16 query heads per kv head; heads of 80 and 128", () => {

@@ -16,6 +16,11 @@
 #include "../../kernels/common.cuh"
 #define HEAD_DIM 128
 #define GROUP 4
+#ifdef ATTENTION_WARPS  // a variant's warps a block
+#define WARPS ATTENTION_WARPS
+#else
+#define WARPS 8
+#endif
 #ifdef ATTENTION_SOURCE
 #include ATTENTION_SOURCE
 #else
@@ -29,6 +34,9 @@
 #endif
 #ifndef KERNEL
 #define KERNEL attention_decode_wave
+#endif
+#ifndef CLUSTER_ATTR  // attention launched as clusters (of SPLITS blocks, even of one)
+#define CLUSTER_ATTR 1
 #endif
 #ifndef O_PDL  // o launched dependent on attention
 #define O_PDL 1
@@ -159,7 +167,7 @@ int main() {
   };
   const auto attend = [&](int l) {
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, kv_heads, SPLITS), cfg.blockDim = dim3(256), cfg.stream = s, cfg.attrs = attr, cfg.numAttrs = 2;
+    cfg.gridDim = dim3(1, kv_heads, SPLITS), cfg.blockDim = dim3(WARPS * 32), cfg.stream = s, cfg.attrs = attr, cfg.numAttrs = CLUSTER_ATTR ? 2 : 1;
     CHECK(cudaLaunchKernelEx(&cfg, KERNEL, (const float*)q, (const float*)k, (const float*)v, kc[l],
                              vc[l], (const int*)positions, (const int*)fresh, (const int*)slots, (const int*)tables,
                              (const float*)inv_freq, out, out_q, reinterpret_cast<float2*>(out_qs),

@@ -188,8 +188,9 @@ export class CudaContext {
   }
 
   /**
-   * Launches `fn`. With `cluster` > 1 (compute capability 9.0+), blocks go in thread-block clusters
-   * of that many consecutive blocks along z, which can read each other's shared memory.
+   * Launches `fn`. With `cluster` (compute capability 9.0+), blocks go in thread-block clusters of
+   * that many consecutive blocks along z, which can reach each other's shared memory; a cluster of
+   * one is still a cluster launch, which cluster instructions such as st.async need.
    */
   launch(
     fn: Handle,
@@ -198,7 +199,7 @@ export class CudaContext {
     args: KernelArg[],
     what: string,
     sharedBytes = 0,
-    cluster = 1,
+    cluster = 0,
   ): void {
     if (skipped.size && skipped.has(what.replace(/_m\d+$/, ""))) return;
     if (tracing) (this.captured ?? this.traced)?.push({ what, blocks: grid[0] * grid[1] * grid[2], run: -1 });
@@ -217,13 +218,13 @@ export class CudaContext {
     if (offset > ARG_BYTES) throw new RangeError(`kernel arguments of ${what} take ${offset} bytes`);
     // Passed as an integer: on x86-64 a pointer and a uint64 travel the same way.
     const params = this.argBase + BigInt(ARG_BYTES);
-    if (this.dependentLaunch || cluster > 1) {
+    if (this.dependentLaunch || cluster > 0) {
       const c = ARG_BYTES + 8 * MAX_ARGS;
       [grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes].forEach((d, i) =>
         v.setUint32(c + 4 * i, d, true),
       );
       let attributes = this.dependentLaunch ? 1 : 0;
-      if (cluster > 1) {
+      if (cluster > 0) {
         const a = c + 56 + 72 * attributes++;
         [CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, 0, 1, 1, cluster].forEach((d, i) =>
           v.setUint32(a + 4 * i, d, true),

@@ -1156,7 +1156,8 @@ export class CudaBackend implements Backend {
       ],
       "attention_decode",
       0,
-      splits,
+      // A cluster launch on Hopper even of one block: the blocks meet by st.async (kernels/attention.cu).
+      this.ctx.info.computeCapability[0] >= 9 ? splits : 0,
     );
     return out;
   }
