@@ -32,7 +32,7 @@ marks = [  # (anchor, after it?)
     ("  __syncthreads();\n\n  // Each warp walks", False),
     ("\n  // Merge the block's warps", False),
     ("\n  // This block's chunks", False),
-    ("  mail_wait(&mail);\n", True),
+    ("  mail.wait();\n", True),
     ("    if (out_q) quantize32(value / total, out_q, out_qs, i);\n  }\n", True),
 ]
 text = source.replace("  if (!owned) return;\n", "  if (!owned) {\n    STAMP(5);\n    STAMP(6);\n    return;\n  }\n")
