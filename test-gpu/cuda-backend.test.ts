@@ -430,8 +430,9 @@ test("embed, gather of output rows", () => {
 });
 
 test("argmaxRows: the largest value, the lowest index on ties, and 0 for a row of NaN, as on the CPU", () => {
-  // Rows of whole 16-byte loads, with a scalar tail, and of several rounds of loads per thread.
-  for (const V of [3000, 3001, 40003]) {
+  // Rows of 16-byte loads and of single floats (a width not a multiple of 4), read by one block or
+  // shared by several (up to 32 for an 8B vocabulary), whose candidates the last one merges.
+  for (const V of [3000, 3001, 40000, 40003, 128256]) {
     fresh();
     const data = randn(4 * V, 1);
     data[V + V - 1] = 50; // row 1: the last column
