@@ -14,6 +14,7 @@
 #include <climits>
 #include "cuda-check.h"
 #include "../../kernels/common.cuh"
+#include "stream-kernel.cuh"
 #define HEAD_DIM 128
 #define GROUP 4
 #ifdef ATTENTION_WARPS  // a variant's warps a block
@@ -44,31 +45,6 @@
 #ifndef SPLITS
 #define SPLITS 8
 #endif
-
-// Streams this block's share of n 16-byte words (stream-blocks.cu's kernel, 256 threads, DEPTH
-// loads in flight a thread, the first before the wait).
-template <int kDepth>
-__global__ void __launch_bounds__(256) stream(const uint4* src, size_t n, float* sink) {
-  const size_t per_block = (n + gridDim.x - 1) / gridDim.x;
-  const size_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
-  uint4 r[kDepth];
-  size_t at = begin + threadIdx.x;
-#pragma unroll
-  for (int d = 0; d < kDepth; d++)
-    if (at + d * 256 < end) r[d] = load_stream(src + at + d * 256);
-  pdl_start();
-  unsigned acc = 0;
-  for (; at < end; at += kDepth * 256) {
-#pragma unroll
-    for (int d = 0; d < kDepth; d++) {
-      const size_t i = at + d * 256;
-      if (i >= end) break;
-      acc ^= r[d].x + r[d].y + r[d].z + r[d].w;
-      if (i + kDepth * 256 < end) r[d] = load_stream(src + i + kDepth * 256);
-    }
-  }
-  if (acc == 0x12345678u) *sink = (float)acc;
-}
 
 static float* device_random(size_t n, std::mt19937& rng, float scale) {
   std::vector<float> h(n);
@@ -162,8 +138,8 @@ int main() {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid), cfg.blockDim = dim3(256), cfg.stream = s, cfg.attrs = attr, cfg.numAttrs = dep;
     const uint4* part = reinterpret_cast<const uint4*>(weights + (size_t)i * per_layer + (bytes == o_bytes ? qkv_bytes : 0));
-    if (grid == 396) CHECK(cudaLaunchKernelEx(&cfg, stream<4>, part, bytes / 16, sink));
-    else CHECK(cudaLaunchKernelEx(&cfg, stream<2>, part, bytes / 16, sink));
+    if (grid == 396) CHECK(cudaLaunchKernelEx(&cfg, stream<256, 4>, part, bytes / 16, sink));
+    else CHECK(cudaLaunchKernelEx(&cfg, stream<256, 2>, part, bytes / 16, sink));
   };
   const auto attend = [&](int l) {
     cudaLaunchConfig_t cfg = {};
