@@ -8,6 +8,11 @@
 // what attention adds to a layer, its work and its two hand-overs. The 8B shape: 32 query heads,
 // 8 kv heads of 128, 16-position cache blocks, a context of CONTEXT positions (random keys and
 // values, a cache per layer), splits kv heads × SPLITS blocks in clusters of SPLITS.
+//
+// Variants by -D: ATTENTION_SOURCE (another copy of the kernel, e.g. from attention-stops.py),
+// STAMPS (with attention-stamps.cu: each phase's time, block by block), CONTEXT, SPLITS,
+// ATTENTION_WARPS (warps a block), KERNEL (attention_decode, without the preload),
+// CLUSTER_ATTR=0 (no cluster launch), O_PDL=0 (o waits for attention to end before it launches).
 #include <vector>
 #include <random>
 #include <algorithm>
@@ -71,7 +76,7 @@ static void print_stamps() {
   CHECK(cudaMemcpyFromSymbol(st.data(), stamps, st.size() * 8));
   unsigned long long t0 = ~0ull;
   for (int w = 0; w < 64 * 8; w++) t0 = std::min(t0, st[w * 8 + 1]);
-  const char* names[] = {"entry", "past the wait", "queries ready", "keys walked", "partials sent", "mail in", "done", "-"};
+  const char* names[] = {"entry", "past the wait", "queries ready", "keys walked", "partials sent", "mail in", "done"};
   for (int n = 0; n < 7; n++) {
     std::vector<long long> t;
     for (int w = 0; w < 64 * 8; w++) t.push_back((long long)(st[w * 8 + n] - t0));

@@ -1268,7 +1268,8 @@ export class CudaBackend implements Backend {
 
   /**
    * Each row's arg-max into `ids`, a row split over blocks of 1024 values (float4s when the row
-   * allows), at most argmaxParts: 32 for an 8B vocabulary, whose row one block took 8.9 µs to read.
+   * allows; the kernel's 256 threads × 4 loads), at most argmaxParts: 32 for an 8B vocabulary,
+   * whose row one block took 8.9 µs to read.
    */
   private launchArgmax(x: Tensor, ids: DevicePtr): void {
     const units = x.cols % 4 === 0 ? x.cols / 4 : x.cols;
