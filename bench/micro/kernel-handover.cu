@@ -127,19 +127,9 @@ int main(int argc, char** argv) {
           }
           persistent<<<blocks, 128, 0, stream>>>(kernels, values, done, work, per_block, sink);
         } else {
-          for (int i = 0; i < kernels; i++) {
-            cudaLaunchConfig_t cfg = {};
-            cfg.gridDim = dim3(blocks);
-            cfg.blockDim = dim3(128);
-            cfg.stream = stream;
-            cudaLaunchAttribute attr[1];
-            attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-            attr[0].val.programmaticStreamSerializationAllowed = 1;
-            cfg.attrs = attr;
-            cfg.numAttrs = mode == STREAM || i == 0 ? 0 : 1;
-            CHECK(cudaLaunchKernelEx(&cfg, link, mode, i, values, done, (unsigned)blocks, (const float4*)work,
-                                     per_block, sink));
-          }
+          for (int i = 0; i < kernels; i++)
+            launch_pdl(link, dim3(blocks), dim3(128), stream, mode != STREAM && i > 0, mode, i, values, done,
+                       (unsigned)blocks, work, per_block, sink);
         }
         CHECK(cudaStreamEndCapture(stream, &graph));
         cudaGraphExec_t exec;

@@ -51,22 +51,13 @@ int main() {
       cudaGraph_t graph;
       CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
       for (int i = 0; i < kernels; i++) {
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(blocks);
-        cfg.blockDim = dim3(threads);
-        cfg.stream = stream_;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = i == 0 ? 0 : 1;
         const uint4* part = reinterpret_cast<const uint4*>(src + (size_t)i * 59600000);
         auto kernel = threads == 128 ? (depth == 2 ? stream<128, 2> : depth == 4 ? stream<128, 4> : stream<128, 8>)
                                      : (depth == 2   ? stream<256, 2>
                                         : depth == 4 ? stream<256, 4>
                                         : depth == 8 ? stream<256, 8>
                                                      : stream<256, 16>);
-        CHECK(cudaLaunchKernelEx(&cfg, kernel, part, bytes / 16, sink));
+        launch_pdl(kernel, dim3(blocks), dim3(threads), stream_, i > 0, part, bytes / 16, sink);
       }
       CHECK(cudaStreamEndCapture(stream_, &graph));
       cudaGraphExec_t exec;
