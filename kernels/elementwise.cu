@@ -1,13 +1,9 @@
 // Small row-wise operations of the forward pass.
 
-// y[m] = table[tokens[m]] (bf16 → f32); one block per row. Rows of a multiple of 8 values move
-// 16 bytes a load, several at once: the row is a cold read from device memory, and a load at a
-// time made this one-row kernel 8.4 µs of an 8B decode step (H100, session 12's timeline).
-extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __restrict__ tokens,
-                                 float* __restrict__ y, int cols) {
-  pdl_start();
-  const bf16_t* src = table + (size_t)tokens[blockIdx.x] * cols;
-  float* dst = y + (size_t)blockIdx.x * cols;
+// One row of a bf16 table into float32 `dst`, by the whole block. Rows of a multiple of 8 values
+// move 16 bytes a load, several at once: the row is a cold read from device memory, and a load at
+// a time made the one-row embed 8.4 µs of an 8B decode step (H100, session 12's timeline).
+__device__ __forceinline__ void gather_bf16_row(const bf16_t* __restrict__ src, float* __restrict__ dst, int cols) {
   const int n8 = cols % 8 == 0 ? cols / 8 : 0;
 #pragma unroll 4
   for (int i = threadIdx.x; i < n8; i += blockDim.x) {
@@ -16,6 +12,13 @@ extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __
     reinterpret_cast<float4*>(dst)[2 * i + 1] = bf16x4_to_f32(uint2{w.z, w.w});
   }
   for (int i = 8 * n8 + threadIdx.x; i < cols; i += blockDim.x) dst[i] = bf16_to_f32(src[i]);
+}
+
+// y[m] = table[tokens[m]] (bf16 → f32); one block per row.
+extern "C" __global__ void embed(const bf16_t* __restrict__ table, const int* __restrict__ tokens,
+                                 float* __restrict__ y, int cols) {
+  pdl_start();
+  gather_bf16_row(table + (size_t)tokens[blockIdx.x] * cols, y + (size_t)blockIdx.x * cols, cols);
 }
 
 // y[r] = x[rows[r]]; one block per output row, 16 bytes a load where rows allow.
@@ -99,9 +102,30 @@ extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long 
 // vocabulary row (Nsight Compute, H100): one multiprocessor's loads.
 #define ARGMAX_LOADS 4
 #define ARGMAX_THREADS 256
-extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_rows(const float* __restrict__ x, int* __restrict__ out,
+
+// The one-row step after a greedy token: `rows` is a decode step's rows as prepareStep lays them
+// out ([token | position | slot | output row | block table of `table_words` | fresh]), `out` its
+// token. The position moves on by one, the slot follows from the block table (which the host has
+// already extended where the position needs it), and the row's keys start fresh at its position.
+// This spares the host an upload of the rows between two steps (about 11 µs on an H100).
+__device__ void advance_step(int* rows, int table_words, int block_size) {
+  const int position = rows[1] + 1;
+  rows[1] = position;
+  rows[2] = rows[4 + position / block_size] * block_size + position % block_size;
+  rows[4 + table_words] = position;
+}
+
+// With `advance` (the next step's rows, of one row; see advance_step), the row's id is also that
+// step's token and the rest of its rows move on by one position. With `table`, the block that
+// decides a row also writes that token's row of the embedding table (bf16, `hidden` values) to
+// `embedded`: the next step then starts at its first layer (about 4 µs of an 8B decode step on an
+// H100 went to a graph's embed kernel, from its start to the next kernel's).
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_rows(const float* __restrict__ x, int* out,
                                                                        int cols, float2* __restrict__ parts,
-                                                                       int* __restrict__ done) {
+                                                                       int* __restrict__ done, int* advance,
+                                                                       int table_words, int block_size,
+                                                                       const bf16_t* __restrict__ table,
+                                                                       float* __restrict__ embedded, int hidden) {
   pdl_start();
   const int row = blockIdx.x, part = blockIdx.y, nparts = gridDim.y;
   const float* r = x + (size_t)row * cols;
@@ -132,27 +156,31 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_rows(const f
     }
   }
   block_argmax(best, idx);
-  if (nparts == 1) {
-    if (threadIdx.x == 0) out[row] = idx;
-    return;
+  if (nparts > 1) {
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+      parts[(size_t)row * nparts + part] = float2{best, __int_as_float(idx)};
+      __threadfence();  // the candidate is visible before the count says so
+      last = atomicAdd(&done[row], 1) == nparts - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // Every warp merges the candidates (at most 64), so every thread has the row's id.
+    best = -INFINITY, idx = 0x7fffffff;
+    for (int p = threadIdx.x & 31; p < nparts; p += 32) {
+      const float2 c = __ldcg(&parts[(size_t)row * nparts + p]);
+      const int ci = __float_as_int(c.y);
+      if (c.x > best || (c.x == best && ci < idx)) best = c.x, idx = ci;
+    }
+    warp_argmax(best, idx);
   }
-  __shared__ bool last;
   if (threadIdx.x == 0) {
-    parts[(size_t)row * nparts + part] = float2{best, __int_as_float(idx)};
-    __threadfence();  // the candidate is visible before the count says so
-    last = atomicAdd(&done[row], 1) == nparts - 1;
+    out[row] = idx;
+    if (nparts > 1) done[row] = 0;
+    if (advance) advance_step(advance, table_words, block_size);
   }
-  __syncthreads();
-  if (!last || threadIdx.x >= 32) return;
-  __threadfence();
-  best = -INFINITY, idx = 0x7fffffff;
-  for (int p = threadIdx.x; p < nparts; p += 32) {
-    const float2 c = __ldcg(&parts[(size_t)row * nparts + p]);
-    const int ci = __float_as_int(c.y);
-    if (c.x > best || (c.x == best && ci < idx)) best = c.x, idx = ci;
-  }
-  warp_argmax(best, idx);
-  if (threadIdx.x == 0) out[row] = idx, done[row] = 0;
+  if (table) gather_bf16_row(table + (size_t)idx * hidden, embedded + (size_t)row * hidden, hidden);
 }
 
 // float32 → bf16 (round to nearest even), for tensor-core matrix products.

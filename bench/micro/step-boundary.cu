@@ -5,7 +5,7 @@
 // streaming weight bytes with dependent launch, and an "LM head" writing a row of V logits whose
 // largest value is at (token * 7919 + 13) % V. Between replays, by mode:
 //   graphs     nothing: replays back to back (the floor)
-//   current    what the engine enqueues: the next step's rows uploaded from page-locked memory,
+//   current    what the engine enqueued before session 20: the next step's rows uploaded from page-locked memory,
 //              the arg-max kernel writing the token into them, the token copied back to the host
 //   side-d2h   the same, the copy back on a second stream that waits for the arg-max
 //   in-graph   the arg-max the graph's last kernel (dependent launch), the upload before the

@@ -138,6 +138,15 @@ export interface Backend {
   resetActivations(): void;
   /** Makes a step's row metadata available to the operations below. */
   prepareStep(rows: StepRows): Step;
+  /**
+   * prepareStep for a step whose token ids are argmaxRows of `from` (the logits of the step
+   * enqueued just before, nothing run between them; rows.tokens are placeholders), chosen on the
+   * device without waiting for them; `ids` waits for them. The host can then enqueue step n + 1
+   * before it reads step n's token, and the device never waits for the host between them. A
+   * backend may pick the ids' rows of `embedTable` in the same pass: embed(embedTable, step)
+   * then returns them without a pass of its own.
+   */
+  prepareFedStep(rows: StepRows, from: Tensor, embedTable?: Tensor): { step: Step; ids: () => Int32Array };
 
   /** Rows of `table` picked by each row's token id: [M, hidden]. */
   embed(table: Tensor, step: Step): Tensor;
@@ -183,13 +192,6 @@ export interface Backend {
   sliceRows(x: Tensor, start: number, count: number): Tensor;
   /** Index of the largest entry of each row (ties → lowest), copied to the host. */
   argmaxRows(x: Tensor): Int32Array;
-  /**
-   * Enqueues argmaxRows of `x` without waiting for it, writing the ids also as the
-   * tokens of `next` (a step prepared after x's and not yet run; its own token ids are
-   * placeholders), and returns what waits for the ids. The host can then enqueue step n + 1
-   * before it reads step n's token, and the device never waits for the host between them.
-   */
-  argmaxFeeding(x: Tensor, next: Step): () => Int32Array;
   /**
    * Optional: draws one token per row on the device (penalties, temperature, top-k, top-p,
    * min-p), so only the ids cross to the host. Same semantics as the host Sampler.

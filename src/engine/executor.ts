@@ -3,15 +3,7 @@
  * backend's KV storage and the block pool, and turns "these tokens for these sequences" into the
  * positions, cache slots and block tables the forward pass needs.
  */
-import type {
-  Backend,
-  CapturedGraph,
-  DeviceDraw,
-  KvStorage,
-  Step,
-  StepRows,
-  Tensor,
-} from "../backends/backend.js";
+import type { Backend, CapturedGraph, DeviceDraw, KvStorage, StepRows, Tensor } from "../backends/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { mtpHidden, mtpLogits } from "../model/mtp.js";
 import { forwardHidden, outputLogits, type ModelWeights } from "../model/transformer.js";
@@ -282,19 +274,25 @@ export class ModelExecutor {
 
   /**
    * One forward step. Small steps (decode, verification) on a backend that captures graphs are
-   * recorded once per shape and replayed after: the host then issues one launch per step.
+   * recorded once per shape and replayed after: the host then issues one launch per step. With
+   * `fedFrom`, the step's tokens are the arg-max of those logits, chosen on the device
+   * (prepareFedStep), and `ids` waits for them. Such a step has a graph of its own: the backend
+   * may have embedded its tokens already, and then its graph starts at the first layer.
    */
-  private run(rows: StepRows, beforeForward?: (step: Step) => void): Produced {
+  private run(rows: StepRows, fedFrom?: Tensor): Produced & { ids?: () => Int32Array } {
     const b = this.backend;
     b.resetActivations();
     this.steps++;
     this.trail = "";
-    const step = b.prepareStep(rows);
-    beforeForward?.(step);
-    return this.graphed(`${rows.tokens.length}:${rows.outputRows.length}`, rows.tokens.length, () => {
+    const { step, ids } = fedFrom
+      ? b.prepareFedStep(rows, fedFrom, this.weights.embed)
+      : { step: b.prepareStep(rows), ids: undefined };
+    const key = `${rows.tokens.length}:${rows.outputRows.length}${fedFrom ? ":fed" : ""}`;
+    const produced = this.graphed(key, rows.tokens.length, () => {
       const hidden = forwardHidden(b, this.weights, this.config, this.kv, step);
       return { output: outputLogits(b, this.weights, this.config, hidden, step), hidden };
     });
+    return { ...produced, ids };
   }
 
   /** Runs `body`, or replays its graph (captured on first use) when it is small and its place in the step is known. */
@@ -330,12 +328,8 @@ export class ModelExecutor {
     token: number,
     from?: Tensor,
   ): { logits: Tensor; previous: (() => number) | null } {
-    const fed: { ids?: () => Int32Array } = {};
-    const { output } = this.run(this.rows([{ seq, tokens: [token] }]), (step) => {
-      if (from) fed.ids = this.backend.argmaxFeeding(from, step);
-    });
+    const { output, ids } = this.run(this.rows([{ seq, tokens: [token] }]), from);
     seq.length += 1;
-    const ids = fed.ids;
     return { logits: output, previous: ids ? () => ids()[0] : null };
   }
 

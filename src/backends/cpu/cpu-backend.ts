@@ -111,6 +111,18 @@ export class CpuBackend implements Backend {
     return { rows };
   }
 
+  /** The ids are chosen at once; embed reads them from the step's tokens as for any step. */
+  prepareFedStep(rows: StepRows, from: Tensor): { step: Step; ids: () => Int32Array } {
+    const ids = this.argmaxRows(from);
+    if (ids.length !== rows.tokens.length) {
+      throw new RangeError(
+        `prepareFedStep: ${ids.length} rows of logits for a step of ${rows.tokens.length} tokens`,
+      );
+    }
+    rows.tokens.set(ids);
+    return { step: { rows }, ids: () => ids };
+  }
+
   embed(table: Tensor, step: Step): Tensor {
     const tokens = step.rows.tokens;
     const tab = t(table);
@@ -270,17 +282,6 @@ export class CpuBackend implements Backend {
       for (let c = 1; c < x.cols; c++) if (d[r * x.cols + c] > d[r * x.cols + best]) best = c;
       return best;
     });
-  }
-
-  argmaxFeeding(x: Tensor, next: Step): () => Int32Array {
-    const ids = this.argmaxRows(x);
-    if (ids.length !== next.rows.tokens.length) {
-      throw new RangeError(
-        `argmaxFeeding: ${ids.length} rows of logits for a step of ${next.rows.tokens.length} tokens`,
-      );
-    }
-    next.rows.tokens.set(ids);
-    return () => ids;
   }
 
   read(x: Tensor): Float32Array {

@@ -1,6 +1,7 @@
 /**
- * One GPU, one context, one stream: device memory, kernel modules, launches, CUDA graphs and
- * timing events, in the shapes the CUDA backend needs. Every call is checked (driver.ts).
+ * One GPU, one context, one stream for the work (and one beside it for copies back to the host):
+ * device memory, kernel modules, launches, CUDA graphs and timing events, in the shapes the CUDA
+ * backend needs. Every call is checked (driver.ts).
  */
 import koffi from "koffi";
 import { CudaError, type DeviceInfo, type DevicePtr, type Driver, type Handle } from "./driver.js";
@@ -19,6 +20,7 @@ const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 const LAUNCH_CONFIG_BYTES = 56 + 2 * 72;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 const CU_MEMHOSTALLOC_PORTABLE = 1;
+const CU_EVENT_DISABLE_TIMING = 2;
 
 /**
  * Kernels never launched, by name without the row-count suffix (TACHYON_SKIP=rmsnorm,qgate_up): a
@@ -40,6 +42,17 @@ export interface TracedLaunch {
 export class CudaContext {
   readonly info: DeviceInfo;
   readonly stream: Handle;
+  /**
+   * Where copies back to the host wait for their data (downloadBeside): the work stream goes on
+   * meanwhile. A copy on the work stream between two steps held the next step back by about 9 µs
+   * on an H100 (docs/BENCHMARKS.md, session 20).
+   */
+  private readonly copyStream: Handle;
+  /**
+   * The point of the work stream that copyStream waits for: recorded anew for each copy (a wait
+   * holds on to the record made before it, so one event serves every copy).
+   */
+  private readonly copyMark: Handle;
   /** Bytes this context holds in device memory. */
   allocatedBytes = 0;
   /** Times the host waited for the whole stream: work enqueued before the latest one has run. */
@@ -74,6 +87,9 @@ export class CudaContext {
     const stream = [null] as unknown[];
     driver.call("cuStreamCreate", [stream, CU_STREAM_NON_BLOCKING]);
     this.stream = stream[0];
+    driver.call("cuStreamCreate", [stream, CU_STREAM_NON_BLOCKING]);
+    this.copyStream = stream[0];
+    this.copyMark = this.event(false);
     const blockBytes = ARG_BYTES + 8 * MAX_ARGS + LAUNCH_CONFIG_BYTES;
     this.argBlock = koffi.alloc("uint8_t", blockBytes);
     this.argView = new DataView(koffi.view(this.argBlock, blockBytes));
@@ -142,9 +158,17 @@ export class CudaContext {
     this.driver.call("cuMemcpyHtoDAsync_v2", [dst, host, bytes, this.stream]);
   }
 
-  /** Copies `src` to page-locked `host` when the stream gets there. */
-  downloadAsync(host: unknown, src: DevicePtr, bytes: number): void {
-    this.driver.call("cuMemcpyDtoHAsync_v2", [host, src, bytes, this.stream]);
+  /**
+   * Copies `src` to page-locked `host` once the work stream has passed this point, on the copy
+   * stream, and marks `done` there when the copy has run. Later work does not wait for the copy:
+   * it must not overwrite `src` before `done` (a step's rows are rewritten only by the next
+   * step's upload or arg-max, after the host has read the token this copies).
+   */
+  downloadBeside(host: unknown, src: DevicePtr, bytes: number, done: Handle): void {
+    this.driver.call("cuEventRecord", [this.copyMark, this.stream]);
+    this.driver.call("cuStreamWaitEvent", [this.copyStream, this.copyMark, 0]);
+    this.driver.call("cuMemcpyDtoHAsync_v2", [host, src, bytes, this.copyStream]);
+    this.driver.call("cuEventRecord", [done, this.copyStream]);
   }
 
   copyAsync(dst: DevicePtr, src: DevicePtr, bytes: number): void {
@@ -280,9 +304,10 @@ export class CudaContext {
     return e;
   }
 
-  event(): Handle {
+  /** A new event; one that does not time is cheaper to record and wait for. */
+  event(timing = true): Handle {
     const e = [null] as unknown[];
-    this.driver.call("cuEventCreate", [e, 0]);
+    this.driver.call("cuEventCreate", [e, timing ? 0 : CU_EVENT_DISABLE_TIMING]);
     return e[0];
   }
 

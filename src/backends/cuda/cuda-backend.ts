@@ -32,7 +32,7 @@ import { Nvrtc } from "./nvrtc.js";
 import { Timeline } from "./timeline.js";
 import { Staging } from "./staging.js";
 import { l2PrefetchArg, l2PrefetchBytes } from "./l2-prefetch.js";
-import { freshFrom, prefillTiles } from "./step-runs.js";
+import { followsOnDevice, packStep, packedWords, type PackedStep } from "./step-layout.js";
 
 /** A quantized weight's device parts (see quant-layout.ts); ptr of its tensor holds the codes. */
 interface DeviceQuant {
@@ -93,6 +93,8 @@ interface CudaStep extends Step {
   fresh: DevicePtr;
   /** The most fresh keys a row reads. */
   mostFresh: number;
+  /** Rows of an embedding table that the arg-max feeding the step already picked (prepareFedStep). */
+  embedded?: { table: Tensor; rows: CudaTensor };
 }
 
 /**
@@ -162,6 +164,8 @@ interface CudaGraph extends CapturedGraph {
   exec: unknown;
   /** Arena bytes in use at the end of capture: the replayed kernels write below this. */
   arenaEnd: number;
+  /** Where the captured step's rows were (CudaBackend.rowsAt). */
+  rowsAt: DevicePtr;
 }
 
 /** Bump allocator over one device buffer; reset() frees everything at once. */
@@ -261,6 +265,23 @@ export class CudaBackend implements Backend {
   private fp8Weights = false;
   /** Block-table width of every step: the KV pool's block count (set by createKvCache). */
   private tableWidth = 1;
+  /** Positions per block of the KV pool (set by createKvCache). */
+  private blockSize = 1;
+  /**
+   * Where steps of up to maxGemvRows rows keep their rows: one address for all of them, so a graph
+   * captured on one such step replays on the next; larger steps' rows go to the arena. Sized by
+   * createKvCache for the pool's block tables.
+   */
+  private stepRows: { ptr: DevicePtr; bytes: number } | null = null;
+  /** What stepRows holds, as uploaded (a fed step's tokens aside); null before the first upload. */
+  private rowsOnDevice: PackedStep | null = null;
+  /**
+   * Fed steps (prepareFedStep) whose rows the arg-max moved on on the device instead of an upload,
+   * and whose tokens it embedded.
+   */
+  readonly fedSteps = { advanced: 0, embedded: 0 };
+  /** Where the latest prepared step's rows are: a graph replays only on rows where it was captured. */
+  private rowsAt: DevicePtr = 0;
   private readonly invFreq: DevicePtr;
   /** Where argmax_rows' blocks of a row leave their candidates, and their counters (kept at 0). */
   private readonly argmaxSpace: { parts: DevicePtr; done: DevicePtr };
@@ -432,6 +453,13 @@ export class CudaBackend implements Backend {
 
   createKvCache(spec: KvCacheSpec): KvStorage {
     this.tableWidth = spec.numBlocks;
+    this.blockSize = spec.blockSize;
+    const rowsBytes = 4 * packedWords(maxGemvRows, spec.numBlocks);
+    if (!this.stepRows || this.stepRows.bytes < rowsBytes) {
+      if (this.stepRows) this.ctx.free(this.stepRows.ptr, this.stepRows.bytes);
+      this.stepRows = { ptr: this.ctx.alloc(rowsBytes, "step rows"), bytes: rowsBytes };
+      this.rowsOnDevice = null;
+    }
     const layerBytes = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim * 4;
     const total = layerBytes * spec.numLayers;
     const keys = this.ctx.alloc(total, "the KV cache (keys)");
@@ -444,40 +472,58 @@ export class CudaBackend implements Backend {
   }
 
   prepareStep(rows: StepRows): Step {
-    // One upload per step: [tokens | positions | slots | outputRows | block tables | tiles | fresh].
+    const { step, packed } = this.layOut(rows);
+    this.staging.upload(step.tokens, packed.packed);
+    if (step.tokens === this.stepRows?.ptr) this.rowsOnDevice = packed;
+    return step;
+  }
+
+  prepareFedStep(rows: StepRows, from: Tensor, embedTable?: Tensor): { step: Step; ids: () => Int32Array } {
+    if (from.rows !== rows.tokens.length) {
+      throw new RangeError(
+        `prepareFedStep: ${from.rows} rows of logits for a step of ${rows.tokens.length} tokens`,
+      );
+    }
+    const { step, packed } = this.layOut(rows);
+    // The rows on the device, moved on by the arg-max kernel, or uploaded (then fed their tokens).
+    const onDevice = step.tokens === this.stepRows?.ptr ? this.rowsOnDevice : null;
+    const advance = onDevice !== null && followsOnDevice(onDevice, packed, this.blockSize);
+    if (advance) this.fedSteps.advanced++;
+    else this.staging.upload(step.tokens, packed.packed);
+    if (step.tokens === this.stepRows?.ptr) this.rowsOnDevice = packed;
+    if (embedTable) {
+      step.embedded = { table: embedTable, rows: this.tensor(from.rows, embedTable.cols) };
+      this.fedSteps.embedded++;
+    }
+    this.launchArgmax(from, step.tokens, advance ? step.maxBlocks : undefined, step.embedded);
+    const ids = this.staging.download(step.tokens, 4 * from.rows);
+    return { step, ids: () => new Int32Array(ids().buffer) };
+  }
+
+  /** A step's rows packed (step-layout.ts) and where they go: stepRows when it holds them, else the arena. */
+  private layOut(rows: StepRows): { step: CudaStep; packed: PackedStep } {
     const M = rows.tokens.length;
-    const O = rows.outputRows.length;
-    const W = Math.max(this.tableWidth, ...rows.blockTables.map((t) => t.length));
-    const prefill = this.usesPrefillAttention(M);
-    const tiles = prefill ? prefillTiles(rows) : new Int32Array(0);
-    const fresh = prefill ? new Int32Array(0) : freshFrom(rows);
-    const packed = new Int32Array(3 * M + O + M * W + tiles.length + fresh.length);
-    packed.set(rows.tokens, 0);
-    packed.set(rows.positions, M);
-    packed.set(rows.slots, 2 * M);
-    packed.set(rows.outputRows, 3 * M);
-    rows.blockTables.forEach((t, r) => packed.set(t, 3 * M + O + r * W));
-    const tilesAt = 3 * M + O + M * W;
-    packed.set(tiles, tilesAt);
-    packed.set(fresh, tilesAt + tiles.length);
-    const base = this.arena.alloc(packed.byteLength);
-    this.staging.upload(base, packed);
-    let mostFresh = 0;
-    fresh.forEach((f, r) => (mostFresh = Math.max(mostFresh, rows.positions[r] - f + 1)));
+    const packed = packStep(rows, this.tableWidth, this.usesPrefillAttention(M));
+    const { layout } = packed;
+    const base =
+      M <= maxGemvRows && this.stepRows && packed.packed.byteLength <= this.stepRows.bytes
+        ? this.stepRows.ptr
+        : this.arena.alloc(packed.packed.byteLength);
+    this.rowsAt = base;
     const step: CudaStep = {
       rows,
       tokens: base,
-      positions: base + 4 * M,
-      slots: base + 8 * M,
-      outputRows: base + 12 * M,
-      blockTables: base + 4 * (3 * M + O),
-      maxBlocks: W,
-      tiles: base + 4 * tilesAt,
-      tileCount: tiles.length / 2,
-      fresh: base + 4 * (tilesAt + tiles.length),
-      mostFresh,
+      positions: base + 4 * layout.positions,
+      slots: base + 4 * layout.slots,
+      outputRows: base + 4 * layout.outputRowsAt,
+      blockTables: base + 4 * layout.blockTables,
+      maxBlocks: layout.tableWidth,
+      tiles: base + 4 * layout.tiles,
+      tileCount: layout.tileCount,
+      fresh: base + 4 * layout.fresh,
+      mostFresh: layout.mostFresh,
     };
-    return step;
+    return { step, packed };
   }
 
   private tensor(rows: number, cols: number): CudaTensor {
@@ -490,6 +536,7 @@ export class CudaBackend implements Backend {
 
   embed(table: Tensor, step: Step): Tensor {
     const s = step as CudaStep;
+    if (s.embedded?.table === table) return s.embedded.rows;
     const out = this.tensor(s.rows.tokens.length, table.cols);
     this.launch("embed", [out.rows, 1, 1], 256, [
       { ptr: (table as CudaTensor).ptr },
@@ -1253,25 +1300,19 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  argmaxFeeding(x: Tensor, next: Step): () => Int32Array {
-    const s = next as CudaStep;
-    if (x.rows !== s.rows.tokens.length) {
-      throw new RangeError(
-        `argmaxFeeding: ${x.rows} rows of logits for a step of ${s.rows.tokens.length} tokens`,
-      );
-    }
-    // The ids go straight to the next step's tokens, after its upload (stream order), and from there to the host.
-    this.launchArgmax(x, s.tokens);
-    const ids = this.staging.download(s.tokens, 4 * x.rows);
-    return () => new Int32Array(ids().buffer);
-  }
-
   /**
    * Each row's arg-max into `ids`, a row split over blocks of 1024 values (float4s when the row
    * allows; the kernel's 256 threads × 4 loads), at most argmaxParts: 32 for an 8B vocabulary,
-   * whose row one block took 8.9 µs to read.
+   * whose row one block took 8.9 µs to read. With `advanceTable`, `ids` is the token of a one-row
+   * step's rows with block tables that wide, which the kernel moves on by a position
+   * (followsOnDevice). With `embedded`, each row's id also picks its row of that table.
    */
-  private launchArgmax(x: Tensor, ids: DevicePtr): void {
+  private launchArgmax(
+    x: Tensor,
+    ids: DevicePtr,
+    advanceTable?: number,
+    embedded?: { table: Tensor; rows: CudaTensor },
+  ): void {
     const units = x.cols % 4 === 0 ? x.cols / 4 : x.cols;
     const parts = Math.min(argmaxParts, Math.ceil(units / 1024));
     for (let r0 = 0; r0 < x.rows; r0 += this.maxStepRows) {
@@ -1282,6 +1323,12 @@ export class CudaBackend implements Backend {
         { i32: x.cols },
         { ptr: this.argmaxSpace.parts },
         { ptr: this.argmaxSpace.done },
+        { ptr: advanceTable === undefined ? 0 : ids },
+        { i32: advanceTable ?? 0 },
+        { i32: this.blockSize },
+        { ptr: embedded ? (embedded.table as CudaTensor).ptr : 0 },
+        { ptr: embedded ? embedded.rows.ptr + r0 * embedded.rows.cols * 4 : 0 },
+        { i32: embedded?.table.cols ?? 0 },
       ]);
     }
   }
@@ -1341,12 +1388,18 @@ export class CudaBackend implements Backend {
     } finally {
       this.capturing = false;
     }
-    const graph: CudaGraph = { exec, output: output!, arenaEnd: this.arena.used };
+    const graph: CudaGraph = { exec, output: output!, arenaEnd: this.arena.used, rowsAt: this.rowsAt };
     return graph;
   }
 
   replayGraph(graph: CapturedGraph): Tensor {
-    this.ctx.replay((graph as CudaGraph).exec);
+    const g = graph as CudaGraph;
+    if (g.rowsAt !== this.rowsAt) {
+      throw new CudaError(
+        `a graph captured on step rows at ${g.rowsAt} was replayed on rows at ${this.rowsAt}`,
+      );
+    }
+    this.ctx.replay(g.exec);
     this.arena.skipTo((graph as CudaGraph).arenaEnd);
     return graph.output;
   }

@@ -83,6 +83,7 @@ export class Driver {
       "int cuEventCreate(_Out_ void **event, unsigned int flags)",
       "int cuEventRecord(void *event, void *stream)",
       "int cuEventSynchronize(void *event)",
+      "int cuStreamWaitEvent(void *stream, void *event, unsigned int flags)",
       "int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)",
     ];
     for (const d of decls) {

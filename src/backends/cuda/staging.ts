@@ -7,7 +7,8 @@
  * enqueued back to back, and a pipelined decode (executor.ts) enqueues step n + 1 before step n
  * has run. Copies through these buffers wait their turn on the stream. Each buffer is reused only
  * once the copy that last used it has run (its event), so the host never writes one the GPU has
- * still to read.
+ * still to read. Downloads run on the context's copy stream, so the work after them does not wait
+ * for them.
  */
 import type { CudaContext } from "./context.js";
 import type { DevicePtr, Handle } from "./driver.js";
@@ -19,7 +20,10 @@ interface Slot {
   event: Handle;
   /** Copies that have used this buffer: a download's reader checks it is still the latest. */
   uses: number;
-  /** ctx.synchronizations when its last copy was enqueued: a later one means that copy has run. */
+  /**
+   * ctx.synchronizations when its last copy was enqueued, whose sync of the work stream means that
+   * copy has run; Infinity for a download (on the copy stream): only its event says.
+   */
   enqueuedAt: number;
 }
 
@@ -53,9 +57,8 @@ export class Staging {
   download(src: DevicePtr, bytes: number): () => Uint8Array {
     const slot = this.take(bytes);
     const use = slot.uses;
-    this.ctx.downloadAsync(slot.host, src, bytes);
-    this.ctx.recordEvent(slot.event);
-    slot.enqueuedAt = this.ctx.synchronizations;
+    this.ctx.downloadBeside(slot.host, src, bytes, slot.event);
+    slot.enqueuedAt = Infinity;
     return () => {
       if (slot.uses !== use) throw new Error("a staged download was read after its buffer was reused");
       this.ctx.waitEvent(slot.event);
@@ -68,13 +71,13 @@ export class Staging {
     const i = this.turn;
     this.turn = (i + 1) % this.count;
     let slot = this.slots[i];
-    // Most steps end with the host waiting for the stream: then the wait is known to be over.
-    if (slot && slot.enqueuedAt === this.ctx.synchronizations) this.ctx.waitEvent(slot.event);
+    // Most steps end with the host waiting for the stream: then an upload's wait is known to be over.
+    if (slot && slot.enqueuedAt >= this.ctx.synchronizations) this.ctx.waitEvent(slot.event);
     if (!slot || slot.bytes < bytes) {
       if (slot) this.ctx.freePinned(slot.host);
       const size = Math.max(minBytes, 2 ** Math.ceil(Math.log2(bytes)));
       const { host, view } = this.ctx.pinned(size);
-      const event = slot?.event ?? this.ctx.event();
+      const event = slot?.event ?? this.ctx.event(false);
       slot = { host, view, bytes: size, event, uses: slot?.uses ?? 0, enqueuedAt: 0 };
       this.slots[i] = slot;
     }
