@@ -17,6 +17,7 @@
 //   mapped-all mapped, and the token written to page-locked host memory by the kernel: no copy,
 //              no second stream, an event after the arg-max
 //   between    side-d2h without the upload (no-upload with the arg-max between the graphs)
+//   between-pdl between, the arg-max launched with dependent launch after the graph
 // The host runs a step ahead, as GreedyPipeline does: it enqueues step n + 1, then waits for step
 // n's token, which it checks against the recurrence.
 #include <chrono>
@@ -121,9 +122,9 @@ __global__ void argmax(const float* logits, int* token, float* part_values, int*
   }
 }
 
-enum Mode { GRAPHS, CURRENT, SIDE_D2H, IN_GRAPH, NO_UPLOAD, GRAPH_D2H, MAPPED, MAPPED_ALL, BETWEEN, MODES };
+enum Mode { GRAPHS, CURRENT, SIDE_D2H, IN_GRAPH, NO_UPLOAD, GRAPH_D2H, MAPPED, MAPPED_ALL, BETWEEN, BETWEEN_PDL, MODES };
 const char* names[] = {"graphs",    "current", "side-d2h", "in-graph",
-                       "no-upload", "graph-d2h", "mapped", "mapped-all", "between"};
+                       "no-upload", "graph-d2h", "mapped", "mapped-all", "between", "between-pdl"};
 
 struct Buffers {
   float4* weights;
@@ -218,12 +219,14 @@ int main() {
         }
         // Step 0 of these modes has no logits to choose from yet: its token is the initial one.
         const bool between =
-            mode == CURRENT || mode == SIDE_D2H || mode == MAPPED || mode == MAPPED_ALL || mode == BETWEEN;
+            mode == CURRENT || mode == SIDE_D2H || mode == MAPPED || mode == MAPPED_ALL || mode == BETWEEN ||
+            mode == BETWEEN_PDL;
         const bool first = n == 0 && between;
         if (first) CHECK(cudaEventRecord(copied[k], main_s));
         if (mode == MAPPED || mode == MAPPED_ALL)
           for (int i = 1; i < ROW_WORDS; i++) b.host_rows[k][i] = n + i;
         if ((mode == CURRENT || mode == SIDE_D2H || mode == BETWEEN) && !first) launch_argmax(main_s, b, false);
+        if (mode == BETWEEN_PDL && !first) launch_argmax(main_s, b, true);
         if (mode == MAPPED && !first) launch_argmax(main_s, b, false, b.host_rows[k]);
         if (mode == MAPPED_ALL && !first) {
           launch_argmax(main_s, b, false, b.host_rows[k], b.host_token[k]);
@@ -233,7 +236,7 @@ int main() {
           CHECK(cudaMemcpyAsync(b.host_token[k], b.rows, 4, cudaMemcpyDeviceToHost, main_s));
           CHECK(cudaEventRecord(copied[k], main_s));
         }
-        const bool side_copy = (mode == SIDE_D2H || mode == MAPPED || mode == BETWEEN) && !first;
+        const bool side_copy = (mode == SIDE_D2H || mode == MAPPED || mode == BETWEEN || mode == BETWEEN_PDL) && !first;
         if (side_copy) {
           CHECK(cudaEventRecord(chosen[k], main_s));
           CHECK(cudaStreamWaitEvent(side, chosen[k]));

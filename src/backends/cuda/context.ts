@@ -44,7 +44,7 @@ export class CudaContext {
   readonly stream: Handle;
   /**
    * Where copies back to the host wait for their data (downloadBeside): the work stream goes on
-   * meanwhile. A copy on the work stream between two steps held the next step back by about 9 µs
+   * meanwhile. A copy on the work stream between two steps held the next step back by about 10 µs
    * on an H100 (docs/BENCHMARKS.md, session 20).
    */
   private readonly copyStream: Handle;
