@@ -1400,8 +1400,8 @@ export class CudaBackend implements Backend {
       );
     }
     this.ctx.replay(g.exec);
-    this.arena.skipTo((graph as CudaGraph).arenaEnd);
-    return graph.output;
+    this.arena.skipTo(g.arenaEnd);
+    return g.output;
   }
 
   /** Device-to-device copy bandwidth (bytes read + written per second) over `bytes`-sized buffers. */
