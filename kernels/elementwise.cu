@@ -103,9 +103,9 @@ extern "C" __global__ void fill_random_u32(u32* __restrict__ out, unsigned long 
 #define ARGMAX_LOADS 4
 #define ARGMAX_THREADS 256
 
-// The one-row step after a greedy token: `rows` is a decode step's rows as prepareStep lays them
-// out ([token | position | slot | output row | block table of `table_words` | fresh]), `out` its
-// token. The position moves on by one, the slot follows from the block table (which the host has
+// The one-row step after a greedy token: `rows` is a decode step's rows as packStep lays them out
+// (step-layout.ts: [token | position | slot | output row | block table of `table_words` | fresh]),
+// `out` its token. The position moves on by one, the slot follows from the block table (which the host has
 // already extended where the position needs it), and the row's keys start fresh at its position.
 // This spares the host an upload of the rows between two steps (about 10 µs on an H100).
 __device__ void advance_step(int* rows, int table_words, int block_size) {

@@ -164,21 +164,7 @@ int main() {
       if (variant != 2) streams(l, o_bytes, 1056, O_PDL || variant == 0);
     }
     CHECK(cudaStreamEndCapture(s, &graph));
-    cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t a, b;
-    CHECK(cudaEventCreate(&a));
-    CHECK(cudaEventCreate(&b));
-    for (int r = 0; r < 5; r++) CHECK(cudaGraphLaunch(exec, s));
-    CHECK(cudaEventRecord(a, s));
-    for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, s));
-    CHECK(cudaEventRecord(b, s));
-    CHECK(cudaEventSynchronize(b));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    CHECK(cudaGraphExecDestroy(exec));
-    CHECK(cudaGraphDestroy(graph));
-    return ms * 1e3 / replays / layers;
+    return replay_ms(graph, s, 5, replays) * 1e3 / layers;
   };
   // Alternating, so that a drift in clocks shows as a spread.
   double with = 0, without = 0, alone = 0;

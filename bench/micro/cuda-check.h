@@ -27,3 +27,25 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s
   cfg.numAttrs = pdl ? 1 : 0;
   CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
 }
+
+// Milliseconds a replay of `graph` takes on `stream`: the mean of `replays` after `warmup` untimed
+// ones. Instantiates the graph and destroys both it and its executable.
+inline float replay_ms(cudaGraph_t graph, cudaStream_t stream, int warmup, int replays) {
+  cudaGraphExec_t exec;
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (int r = 0; r < warmup; r++) CHECK(cudaGraphLaunch(exec, stream));
+  CHECK(cudaEventRecord(a, stream));
+  for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream));
+  CHECK(cudaEventRecord(b, stream));
+  CHECK(cudaEventSynchronize(b));
+  float ms;
+  CHECK(cudaEventElapsedTime(&ms, a, b));
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  return ms / replays;
+}

@@ -132,26 +132,11 @@ int main(int argc, char** argv) {
                        (unsigned)blocks, work, per_block, sink);
         }
         CHECK(cudaStreamEndCapture(stream, &graph));
-        cudaGraphExec_t exec;
-        CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        for (int r = 0; r < 10; r++) CHECK(cudaGraphLaunch(exec, stream));
-        cudaEvent_t a, b;
-        CHECK(cudaEventCreate(&a));
-        CHECK(cudaEventCreate(&b));
-        CHECK(cudaEventRecord(a, stream));
-        for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream));
-        CHECK(cudaEventRecord(b, stream));
-        CHECK(cudaEventSynchronize(b));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, a, b));
+        const float ms = replay_ms(graph, stream, 10, replays);
         float last;
         CHECK(cudaMemcpy(&last, values + kernels - 1, sizeof(float), cudaMemcpyDeviceToHost));
-        printf("%-8s %6d %8zu %12.3f %10s\n", names[mode], blocks, work_per_block, ms * 1000.0f / replays / kernels,
+        printf("%-8s %6d %8zu %12.3f %10s\n", names[mode], blocks, work_per_block, ms * 1000.0f / kernels,
                last == (float)kernels ? "ok" : "WRONG");
-        CHECK(cudaGraphExecDestroy(exec));
-        CHECK(cudaGraphDestroy(graph));
-        CHECK(cudaEventDestroy(a));
-        CHECK(cudaEventDestroy(b));
       }
   return 0;
 }

@@ -60,19 +60,9 @@ int main() {
         launch_pdl(kernel, dim3(blocks), dim3(threads), stream_, i > 0, part, bytes / 16, sink);
       }
       CHECK(cudaStreamEndCapture(stream_, &graph));
-      cudaGraphExec_t exec;
-      CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      for (int r = 0; r < 3; r++) CHECK(cudaGraphLaunch(exec, stream_));
-      CHECK(cudaEventRecord(a, stream_));
-      for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream_));
-      CHECK(cudaEventRecord(b, stream_));
-      CHECK(cudaEventSynchronize(b));
-      CHECK(cudaEventElapsedTime(&ms, a, b));
-      const double us = ms * 1e3 / replays / kernels, bps = bytes / (us / 1e6);
+      const double us = replay_ms(graph, stream_, 3, replays) * 1e3 / kernels, bps = bytes / (us / 1e6);
       printf("%10zu %7d %8d %6d %9.2f %9.0f %7.1f%%\n", bytes, blocks, threads, depth, us, bps / 1e9,
              100.0 * bps / copy_bps);
-      CHECK(cudaGraphExecDestroy(exec));
-      CHECK(cudaGraphDestroy(graph));
     }
   return 0;
 }
