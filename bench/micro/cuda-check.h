@@ -49,3 +49,22 @@ inline float replay_ms(cudaGraph_t graph, cudaStream_t stream, int warmup, int r
   CHECK(cudaGraphDestroy(graph));
   return ms / replays;
 }
+
+// Device-to-device copy bandwidth (bytes read + written per second) over 1 GiB of `buffer` (which
+// must hold 2 GiB), as tachyon's bench measures it.
+inline double copy_bandwidth(char* buffer, cudaStream_t stream) {
+  const size_t copy = (size_t)1 << 30;
+  CHECK(cudaMemcpyAsync(buffer + copy, buffer, copy, cudaMemcpyDeviceToDevice, stream));
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  CHECK(cudaEventRecord(a, stream));
+  for (int i = 0; i < 10; i++) CHECK(cudaMemcpyAsync(buffer + copy, buffer, copy, cudaMemcpyDeviceToDevice, stream));
+  CHECK(cudaEventRecord(b, stream));
+  CHECK(cudaEventSynchronize(b));
+  float ms;
+  CHECK(cudaEventElapsedTime(&ms, a, b));
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  return 2.0 * copy * 10 / (ms / 1e3);
+}

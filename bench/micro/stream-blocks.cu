@@ -30,19 +30,7 @@ int main() {
   CHECK(cudaMemset(src, 0x5a, buffer));  // nonzero; the values do not matter, only their bytes
   cudaStream_t stream_;
   CHECK(cudaStreamCreate(&stream_));
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  // Copy bandwidth (read + write) over 1 GiB, as tachyon's bench measures it.
-  const size_t copy = (size_t)1 << 30;
-  CHECK(cudaMemcpyAsync(src + copy, src, copy, cudaMemcpyDeviceToDevice, stream_));
-  CHECK(cudaEventRecord(a, stream_));
-  for (int i = 0; i < 10; i++) CHECK(cudaMemcpyAsync(src + copy, src, copy, cudaMemcpyDeviceToDevice, stream_));
-  CHECK(cudaEventRecord(b, stream_));
-  CHECK(cudaEventSynchronize(b));
-  float ms;
-  CHECK(cudaEventElapsedTime(&ms, a, b));
-  const double copy_bps = 2.0 * copy * 10 / (ms / 1e3);
+  const double copy_bps = copy_bandwidth(src, stream_);
   printf("%s: copy %.0f GB/s; %d kernels a graph, %d replays\n", prop.name, copy_bps / 1e9, kernels, replays);
   printf("%10s %7s %8s %6s %9s %9s %8s\n", "bytes", "blocks", "threads", "depth", "us", "GB/s", "of copy");
   for (size_t bytes : sizes)
