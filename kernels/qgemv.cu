@@ -754,6 +754,11 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 // meeting (-> 21.8) and x's staging (-> 18.0). Looping blocks, lanes taking 2 or 4 chunks side by
 // side, an integer tensor-core variant (session 14) and slices meeting per warp without block
 // barriers (session 16) did not change that.
+// Weights brought into shared memory by the tensor memory accelerator, many stages ahead (session
+// 21, branch experiment/qmma-tma), were slower still. With the meeting and x's staging left out
+// the kernel streams about 2.2 TB/s. That is about what its instructions per weight allow at the
+// issue rate measured. Fewer instructions per weight come first (scale and offset applied to the
+// float32 sums once per group, x fragments shared by more tiles), before a deeper copy engine.
 
 #define MMA_WARPS 8
 // Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
