@@ -28,26 +28,43 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s
   CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
 }
 
-// Milliseconds a replay of `graph` takes on `stream`: the mean of `replays` after `warmup` untimed
-// ones. Instantiates the graph and destroys both it and its executable.
-inline float replay_ms(cudaGraph_t graph, cudaStream_t stream, int warmup, int replays) {
-  cudaGraphExec_t exec;
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+// Milliseconds the work that `enqueue` puts on `stream` takes, between two events.
+template <typename F>
+float timed_ms(cudaStream_t stream, F enqueue) {
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
-  for (int r = 0; r < warmup; r++) CHECK(cudaGraphLaunch(exec, stream));
   CHECK(cudaEventRecord(a, stream));
-  for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream));
+  enqueue();
   CHECK(cudaEventRecord(b, stream));
   CHECK(cudaEventSynchronize(b));
   float ms;
   CHECK(cudaEventElapsedTime(&ms, a, b));
   CHECK(cudaEventDestroy(a));
   CHECK(cudaEventDestroy(b));
+  return ms;
+}
+
+// Milliseconds a replay of `graph` takes on `stream`: the mean of `replays` after `warmup` untimed
+// ones. Instantiates the graph and destroys both it and its executable.
+inline float replay_ms(cudaGraph_t graph, cudaStream_t stream, int warmup, int replays) {
+  cudaGraphExec_t exec;
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int r = 0; r < warmup; r++) CHECK(cudaGraphLaunch(exec, stream));
+  const float ms = timed_ms(stream, [&] {
+    for (int r = 0; r < replays; r++) CHECK(cudaGraphLaunch(exec, stream));
+  });
   CHECK(cudaGraphExecDestroy(exec));
   CHECK(cudaGraphDestroy(graph));
   return ms / replays;
+}
+
+// A device buffer of `bytes` that reads as nonzero (the values do not matter, only their bytes).
+inline char* nonzero_buffer(size_t bytes) {
+  char* p;
+  CHECK(cudaMalloc(&p, bytes));
+  CHECK(cudaMemset(p, 0x5a, bytes));
+  return p;
 }
 
 // Device-to-device copy bandwidth (bytes read + written per second) over 1 GiB of `buffer` (which
@@ -55,16 +72,8 @@ inline float replay_ms(cudaGraph_t graph, cudaStream_t stream, int warmup, int r
 inline double copy_bandwidth(char* buffer, cudaStream_t stream) {
   const size_t copy = (size_t)1 << 30;
   CHECK(cudaMemcpyAsync(buffer + copy, buffer, copy, cudaMemcpyDeviceToDevice, stream));
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  CHECK(cudaEventRecord(a, stream));
-  for (int i = 0; i < 10; i++) CHECK(cudaMemcpyAsync(buffer + copy, buffer, copy, cudaMemcpyDeviceToDevice, stream));
-  CHECK(cudaEventRecord(b, stream));
-  CHECK(cudaEventSynchronize(b));
-  float ms;
-  CHECK(cudaEventElapsedTime(&ms, a, b));
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
+  const float ms = timed_ms(stream, [&] {
+    for (int i = 0; i < 10; i++) CHECK(cudaMemcpyAsync(buffer + copy, buffer, copy, cudaMemcpyDeviceToDevice, stream));
+  });
   return 2.0 * copy * 10 / (ms / 1e3);
 }

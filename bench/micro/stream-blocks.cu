@@ -23,11 +23,9 @@ int main() {
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   const size_t buffer = (size_t)kernels * 59600000;
-  char* src;
+  char* src = nonzero_buffer(buffer);
   float* sink;
-  CHECK(cudaMalloc(&src, buffer));
   CHECK(cudaMalloc(&sink, 4));
-  CHECK(cudaMemset(src, 0x5a, buffer));  // nonzero; the values do not matter, only their bytes
   cudaStream_t stream_;
   CHECK(cudaStreamCreate(&stream_));
   const double copy_bps = copy_bandwidth(src, stream_);
