@@ -127,10 +127,8 @@ int main() {
   CHECK(cudaMalloc(&out_q, heads * HEAD_DIM));
   CHECK(cudaMalloc(&out_qs, heads * HEAD_DIM / 32 * 8));
   CHECK(cudaMalloc(&sink, 4));
-  char* weights;
   const size_t per_layer = qkv_bytes + o_bytes;
-  CHECK(cudaMalloc(&weights, per_layer * layers));
-  CHECK(cudaMemset(weights, 0x5a, per_layer * layers));  // only the bytes matter
+  char* weights = nonzero_buffer(per_layer * layers);  // only the bytes matter
 
   cudaStream_t s;
   CHECK(cudaStreamCreate(&s));
