@@ -49,15 +49,21 @@ export interface BenchResult {
   /** With --spec oracle: speed at fixed accepted lengths (bench-spec.ts). */
   spec: SpecBenchResult | null;
   /** With TACHYON_TIMELINE=1: each kernel's cost inside the decode graph (timeline.ts). */
-  timeline: {
-    runs: number;
-    run_us: number;
-    period_us: number | null;
-    between_us: number | null;
-    last_us: number | null;
-    kernels: TimelineRow[];
-  } | null;
+  timeline: TimelineResult | null;
+  /** With TACHYON_TIMELINE=1 and --verify-rows: the same inside each verify step's graph, by M. */
+  verify_timeline: Record<string, TimelineResult> | null;
 }
+
+interface TimelineResult {
+  runs: number;
+  run_us: number;
+  period_us: number | null;
+  between_us: number | null;
+  last_us: number | null;
+  kernels: TimelineRow[];
+}
+
+type TimelineSummary = ReturnType<typeof summarise>;
 
 export async function benchCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -120,11 +126,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const tokS = ((genTokens - 1) * 1000) / decodeMs;
   const timeline = gpu?.timeline ? decodeTimeline(gpu.timeline, executor, randomIds(promptTokens), 64) : null;
 
-  const verifyMs = verifyRows.length
-    ? Object.fromEntries(
-        verifyRows.map((m) => [String(m), verifyStepMs(executor, randomIds, verifyContext, m)]),
-      )
-    : null;
+  const verifySteps = verifyRows.map((m) => ({
+    m,
+    ...verifyStep(executor, randomIds, verifyContext, m, gpu?.timeline ?? null),
+  }));
+  const verifyMs = verifyRows.length ? Object.fromEntries(verifySteps.map((v) => [String(v.m), v.ms])) : null;
+  const verifyTimelines = verifySteps.filter((v) => v.timeline !== null);
 
   let ttftMs: number | null = null;
   if (ttftTokens > 0) {
@@ -158,14 +165,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
     verify_step_ms: verifyMs,
     verify_context: verifyMs ? verifyContext : null,
     spec: specLengths && benchSpeculation(executor, randomIds(promptTokens), genTokens, specLengths),
-    timeline: timeline && {
-      runs: timeline.runs,
-      run_us: timeline.runUs,
-      period_us: timeline.periodUs,
-      between_us: timeline.betweenUs,
-      last_us: timeline.lastUs,
-      kernels: timeline.rows,
-    },
+    timeline: timeline && timelineResult(timeline),
+    verify_timeline: verifyTimelines.length
+      ? Object.fromEntries(verifyTimelines.map((v) => [String(v.m), timelineResult(v.timeline!)]))
+      : null,
   };
   const line = JSON.stringify(result, null, 2);
   process.stdout.write(line + "\n");
@@ -184,7 +187,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
       "\n",
   );
   if (result.spec) printSpec(result.spec);
-  if (timeline) printTimeline(timeline);
+  if (timeline) printTimeline("the decode graph", timeline);
+  for (const v of verifyTimelines) printTimeline(`a verify step's graph of ${v.m} rows`, v.timeline!);
   if (values.out) fs.writeFileSync(values.out, line + "\n");
   if (values.profile && gpu) profileSteps(gpu, cfg, weights, randomIds(512));
   return 0;
@@ -305,21 +309,28 @@ function decodeTimeline(
   executor: ModelExecutor,
   prompt: number[],
   steps: number,
-): ReturnType<typeof summarise> {
+): TimelineSummary {
   decode(executor, prompt, steps, () => timeline.start());
   return summarise(timeline.stop());
 }
 
-function printTimeline({
-  rows,
-  runUs,
-  runs,
-  periodUs,
-  betweenUs,
-  lastUs,
-}: ReturnType<typeof summarise>): void {
+function timelineResult(t: TimelineSummary): TimelineResult {
+  return {
+    runs: t.runs,
+    run_us: t.runUs,
+    period_us: t.periodUs,
+    between_us: t.betweenUs,
+    last_us: t.lastUs,
+    kernels: t.rows,
+  };
+}
+
+function printTimeline(
+  graph: string,
+  { rows, runUs, runs, periodUs, betweenUs, lastUs }: TimelineSummary,
+): void {
   process.stderr.write(
-    `inside the decode graph (${runs} steps, from each kernel passing its wait to the next one passing its own):\n` +
+    `inside ${graph} (${runs} steps, from each kernel passing its wait to the next one passing its own):\n` +
       `  ${"kernel".padEnd(34)} per step  mean us  us/step  share  first block waited us\n`,
   );
   for (const r of rows) {
@@ -340,14 +351,16 @@ function printTimeline({
 
 /**
  * Mean time of a step that appends `rows` tokens to a sequence of `context` tokens and keeps
- * every row's logits (the shape of a speculative verify step), rolled back after each step.
+ * every row's logits (the shape of a speculative verify step), rolled back after each step; with
+ * a timeline, also its kernels' costs over 10 more steps, recorded after the timed ones.
  */
-function verifyStepMs(
+function verifyStep(
   executor: ModelExecutor,
   randomIds: (n: number) => number[],
   context: number,
   rows: number,
-): number {
+  timeline: Timeline | null,
+): { ms: number; timeline: TimelineSummary | null } {
   const seq = executor.newSequence();
   try {
     prefill(executor, seq, randomIds(context));
@@ -359,7 +372,11 @@ function verifyStepMs(
     for (let i = 0; i < 3; i++) step(); // captures the graph
     const t0 = performance.now();
     for (let i = 0; i < 50; i++) step();
-    return (performance.now() - t0) / 50;
+    const ms = (performance.now() - t0) / 50;
+    if (!timeline) return { ms, timeline: null };
+    timeline.start();
+    for (let i = 0; i < 10; i++) step();
+    return { ms, timeline: summarise(timeline.stop()) };
   } finally {
     seq.free();
   }
