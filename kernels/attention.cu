@@ -45,82 +45,18 @@ static_assert(GROUP <= 32, "attention_decode serves at most 32 query heads per k
 // Chunks of 32 outputs (query heads × dimensions) of a kv head's group.
 #define CHUNKS ((GROUP * HEAD_DIM + 31) / 32)
 
-// The cluster's blocks meet once, by mail: each block sends its partial results for the outputs
-// another block owns straight into that block's shared memory (st.async), which counts the bytes
-// on its mbarrier, and the owner merges them when all have come. Two cluster barriers did this
-// before (publish the partials, then keep every block alive while the others read them): each
+// The cluster's blocks meet once, by mail (Mailbox, common.cuh): each block sends its partial
+// results for the outputs another block owns straight into that block's shared memory, and the
+// owner merges them when all have come. Two cluster barriers did this before (publish the
+// partials, then keep every block alive while the others read them): each
 // `barrier.cluster.arrive.release` compiles to a GPU-wide memory barrier, which waits for the
 // block's global stores, and remote loads cost a round trip. H100, 8B one-row decode at 160
 // positions in a chain (bench/micro/attention-chain.cu): 6.7 → 5.9 µs a layer by mail; 5.0 with
-// the merge below unrolled and branch-free and no integer division (Divisor).
-//
-// A block's mailbox: its mbarrier, which counts the bytes sent to it. On Hopper every launch of
-// this kernel is a cluster launch, of one block where a row's keys are not split (st.async and
-// mbarriers fault outside one); before it, clusters are of one block and mail is plain
-// shared-memory stores, read after a block barrier. Whether a cluster has one block is not asked at
-// run time: that test alone cost 0.7 µs a layer (the one-row 8B chain, 4.9 → 5.6 µs).
-struct Mailbox {
-  unsigned long long* box;
-
-  // Before the wait: the mbarrier is set for `bytes` and the block arrives (relaxed) at the
-  // cluster barrier that ready() waits on, so that no block sends before every mbarrier is
-  // initialised. That is the only cluster-wide meeting, and off the critical path.
-  __device__ __forceinline__ void open(u32 bytes) const {
-#if __CUDA_ARCH__ >= 900
-    if (threadIdx.x == 0) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_addr(box)) : "memory");
-      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-      // The arrival and the expected bytes in one step: bytes that land first leave the count
-      // negative, and the phase cannot complete before this arrival.
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_addr(box)), "r"(bytes)
-                   : "memory");
-    }
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-#endif
-  }
-
-  // Every block's mbarrier is ready (each thread calls this once, before its first send).
-  __device__ __forceinline__ void ready() const {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
-#endif
-  }
-
-  // v (one float, or two) to `slot` in the shared memory of the cluster's block `rank`, counted
-  // on its mbarrier (the same offsets as in this block).
-  template <typename T>
-  __device__ __forceinline__ void send(T* slot, T v, u32 rank) const {
-#if __CUDA_ARCH__ >= 900
-    u32 to, at;
-    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(to) : "r"(shared_addr(slot)), "r"(rank));
-    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(at) : "r"(shared_addr(box)), "r"(rank));
-    if constexpr (sizeof(T) == 8)
-      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];" ::"r"(to),
-                   "f"(v.x), "f"(v.y), "r"(at)
-                   : "memory");
-    else
-      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(to), "f"(v),
-                   "r"(at)
-                   : "memory");
-#else
-    *slot = v;
-#endif
-  }
-
-  // Until every byte open() expected has landed (every thread of the block calls it).
-  __device__ __forceinline__ void wait() const {
-#if __CUDA_ARCH__ >= 900
-    asm volatile(
-        "{\n\t.reg .pred done;\n"
-        "MAIL_WAIT_%=:\n\t"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n\t"
-        "@!done bra MAIL_WAIT_%=;\n}" ::"r"(shared_addr(box))
-        : "memory");
-#else
-    __syncthreads();
-#endif
-  }
-};
+// the merge below unrolled and branch-free and no integer division (Divisor). On Hopper every
+// launch of this kernel is a cluster launch, of one block where a row's keys are not split
+// (st.async and mbarriers fault outside one); before it, clusters are of one block and mail is
+// plain shared-memory stores, read after a block barrier. Whether a cluster has one block is not
+// asked at run time: that test alone cost 0.7 µs a layer (the one-row 8B chain, 4.9 → 5.6 µs).
 
 // PRELOAD: each warp loads its first batch of cached keys and values into registers before
 // pdl_wait(), where the previous kernel cannot have written them, so they arrive while the block

@@ -145,6 +145,93 @@ __device__ __forceinline__ u32 shared_addr(const void* p) {
   return a;
 }
 
+// The two halves of a cluster barrier (Hopper; no-ops before it): every thread arrives, with no
+// ordering of its memory accesses, and later waits for all of the cluster's threads to arrive.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+// Where blocks of a thread-block cluster (Hopper) send each other partial results: a mailbox is an
+// mbarrier in the receiving block's shared memory that counts the bytes sent to it. Senders store
+// straight into the receiver's shared memory (st.async), which completes the bytes on its mbarrier;
+// the receiver waits until all it expects have landed. No sender waits, and nothing goes through
+// global memory. Every block keeps its mailboxes at the same offsets, so a sender names them by its
+// own addresses. Before Hopper there are no clusters: send() is a plain store, for kernels whose
+// blocks are clusters of one, and wait() a block barrier.
+struct Mailbox {
+  unsigned long long* box;
+
+  // Set for `bytes` (one thread, before any block of the cluster may send: see open()).
+  __device__ __forceinline__ void arm(u32 bytes) const {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_addr(box)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    // The arrival and the expected bytes in one step: bytes that land first leave the count
+    // negative, and the phase cannot complete before this arrival.
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_addr(box)), "r"(bytes)
+                 : "memory");
+#endif
+  }
+
+  // Before the wait: thread 0 arms the block's one mailbox, and every thread arrives (relaxed) at
+  // the cluster barrier that ready() waits on, so that no block sends before every mailbox is
+  // armed. That is the only cluster-wide meeting, and off the critical path.
+  __device__ __forceinline__ void open(u32 bytes) const {
+    if (threadIdx.x == 0) arm(bytes);
+    cluster_arrive_relaxed();
+  }
+
+  // Every block's mailboxes are armed (each thread calls this once, before its first send).
+  __device__ __forceinline__ void ready() const { cluster_wait(); }
+
+  // v (one float, two or four) to `slot` in the shared memory of the cluster's block `rank`,
+  // counted on its copy of this mailbox.
+  template <typename T>
+  __device__ __forceinline__ void send(T* slot, T v, u32 rank) const {
+#if __CUDA_ARCH__ >= 900
+    u32 to, at;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(to) : "r"(shared_addr(slot)), "r"(rank));
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(at) : "r"(shared_addr(box)), "r"(rank));
+    if constexpr (sizeof(T) == 16)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                       to),
+                   "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(at)
+                   : "memory");
+    else if constexpr (sizeof(T) == 8)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];" ::"r"(to),
+                   "f"(v.x), "f"(v.y), "r"(at)
+                   : "memory");
+    else
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(to), "f"(v),
+                   "r"(at)
+                   : "memory");
+#else
+    *slot = v;
+#endif
+  }
+
+  // Until every byte arm() expected has landed (Hopper: any thread, for itself; before it, every
+  // thread of the block).
+  __device__ __forceinline__ void wait() const {
+#if __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "MAIL_WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n\t"
+        "@!done bra MAIL_WAIT_%=;\n}" ::"r"(shared_addr(box))
+        : "memory");
+#else
+    __syncthreads();
+#endif
+  }
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
