@@ -737,12 +737,11 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 // staged with the same pairs (stage_x): (0, 2) and (1, 3) of every 4 consecutive k for the
 // integer schemes, (0, 1) and (2, 3) for fp8.
 //
-// K is cut into slices (the host's qmmaSliceK, 1024) run by gridDim.y blocks, which keeps enough
-// blocks for short products: each writes its float32 sums (of live x rows only) to `partials`,
-// and the last block of a row block to arrive (counted in `counters`, reset by it) adds them in
-// slice order, so the result does not depend on which block came last. A block loops over row
-// blocks of its slice (gridDim.x ≤ row_blocks), its ring of loads running on from one into the
-// next.
+// K is cut into gridDim.z slices (the host's qmmaSliceK, 1024) run by as many blocks, which keeps
+// enough blocks for short products. Their float32 sums meet by mail on Hopper where the slices
+// form a cluster (SliceMail), otherwise through global memory (gather_slices). A block loops over
+// row blocks of its slice (gridDim.x ≤ row_blocks), its ring of loads running on from one into
+// the next.
 //
 // Measured on the H100 (8B, session 16 of docs/BENCHMARKS.md), steps of 8 / 16 rows: int4 3.40 /
 // 3.91 ms, int8 4.58 / 5.04, fp8 4.43 / 4.80, against one-row steps on the GEMV of 2.0, 3.0 and
@@ -759,6 +758,11 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 // the kernel streams about 2.2 TB/s. That is about what its instructions per weight allow at the
 // issue rate measured. Fewer instructions per weight come first (scale and offset applied to the
 // float32 sums once per group, x fragments shared by more tiles), before a deeper copy engine.
+// Session 22 timed each product inside a verify step's graph (int4, 16 rows, µs a layer): gate·up
+// 41.7, down 26.7, o 13.8, q/k/v 12.7, against 32.4 / 19.9 / 11.5 / 10.9 with the slices' meeting
+// left out. The slices of gate·up, o and q/k/v (4 of 1024) now meet by mail: 35.7 / 12.5 / 12.1;
+// down's 14 slices still meet through global memory (8 slices of 1792 by mail, and clusters of 14,
+// were slower).
 
 #define MMA_WARPS 8
 // Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
@@ -779,9 +783,8 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 #ifndef QMMA_MINBLOCKS
 #define QMMA_MINBLOCKS 2
 #endif
-// The most shared memory a block's slice of x takes as half (qmmaSliceK in cuda-backend.ts: 1024
-// k of 16 rows).
-#define QMMA_X_BYTES 32768
+// 16-byte pieces of x each thread loads at once while staging x.
+#define X_BATCH 8
 
 __device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
   u32 r;
@@ -825,44 +828,45 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
 // in the order the lanes read it: for step s, x tile i (rows 8i .. 8i + 7), piece q and lane
 // (g, t), the 16 bytes at ((s · NT + i) · X_PIECES + q) · 32 + lane hold pairs 4q .. 4q + 3 of
 // lane t's chunk for row 8i + g (zero for rows past M). Integer schemes read x's int8 copy: code
-// times its block's scale, rounded to half once. Each thread issues all of its loads before it
-// converts any: they are L2 hits queued behind the weight stream.
+// times its block's scale, rounded to half once. Each thread issues a batch of X_BATCH loads
+// before it converts any: they are L2 hits queued behind the weight stream.
 template <int NT>
 __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, const XRows& x, int M, int K, int k0, int steps) {
-  constexpr int per = QMMA_X_BYTES / 16 / 256;
   const int n = steps * NT * X_PIECES * 32;
+  for (int base = threadIdx.x; base < n; base += 256 * X_BATCH) {
 #if QFMT == 3
-  uint4 h[per];
+    uint4 h[X_BATCH];
 #else
-  uint2 c[per];
-  float sc[per];
+    uint2 c[X_BATCH];
+    float sc[X_BATCH];
 #endif
 #pragma unroll
-  for (int j = 0; j < per; j++) {
-    const int e = threadIdx.x + 256 * j;
-    const int lane = e & 31, q = (e >> 5) % X_PIECES, i = (e >> 5) / X_PIECES % NT, s = (e >> 5) / X_PIECES / NT;
-    const int m = 8 * i + (lane >> 2);
-    const bool live = e < n && m < M;
-    const size_t k = (size_t)m * K + k0 + s * MMA_STEP_K + (lane & 3) * CHUNK_K + 8 * q;
+    for (int j = 0; j < X_BATCH; j++) {
+      const int e = base + 256 * j;
+      const int lane = e & 31, q = (e >> 5) % X_PIECES, i = (e >> 5) / X_PIECES % NT, s = (e >> 5) / X_PIECES / NT;
+      const int m = 8 * i + (lane >> 2);
+      const bool live = e < n && m < M;
+      const size_t k = (size_t)m * K + k0 + s * MMA_STEP_K + (lane & 3) * CHUNK_K + 8 * q;
 #if QFMT == 3
-    h[j] = live ? *reinterpret_cast<const uint4*>(x.h + k / 2) : uint4{0u, 0u, 0u, 0u};  // pairs in order
+      h[j] = live ? *reinterpret_cast<const uint4*>(x.h + k / 2) : uint4{0u, 0u, 0u, 0u};  // pairs in order
 #else
-    c[j] = live ? *reinterpret_cast<const uint2*>(reinterpret_cast<const signed char*>(x.q) + k) : uint2{0u, 0u};
-    sc[j] = live ? x.qs[k / 32].x : 0.0f;
+      c[j] = live ? *reinterpret_cast<const uint2*>(reinterpret_cast<const signed char*>(x.q) + k) : uint2{0u, 0u};
+      sc[j] = live ? x.qs[k / 32].x : 0.0f;
 #endif
-  }
+    }
 #pragma unroll
-  for (int j = 0; j < per; j++) {
-    const int e = threadIdx.x + 256 * j;
-    if (e >= n) break;
+    for (int j = 0; j < X_BATCH; j++) {
+      const int e = base + 256 * j;
+      if (e >= n) break;
 #if QFMT == 3
-    xs[e] = h[j];
+      xs[e] = h[j];
 #else
-    float v[8];
+      float v[8];
 #pragma unroll
-    for (int b = 0; b < 8; b++) v[b] = (float)(signed char)((b < 4 ? c[j].x : c[j].y) >> (8 * (b & 3))) * sc[j];
-    xs[e] = uint4{f32x2_to_h2(v[0], v[2]), f32x2_to_h2(v[1], v[3]), f32x2_to_h2(v[4], v[6]), f32x2_to_h2(v[5], v[7])};
+      for (int b = 0; b < 8; b++) v[b] = (float)(signed char)((b < 4 ? c[j].x : c[j].y) >> (8 * (b & 3))) * sc[j];
+      xs[e] = uint4{f32x2_to_h2(v[0], v[2]), f32x2_to_h2(v[1], v[3]), f32x2_to_h2(v[4], v[6]), f32x2_to_h2(v[5], v[7])};
 #endif
+    }
   }
 }
 
@@ -943,16 +947,16 @@ __device__ __forceinline__ MmaRows mma_rows(const chunk_t* const (&codes)[2], co
   return m;
 }
 
-// With gridDim.y slices: row block rb's sums of this block's slice go to `partials`, and the
-// last of the row block's gridDim.y blocks to arrive replaces every lane's sums with the slices'
-// total (added in slice order) and resets the row block's counter; true for the block that then
-// writes the outputs. Every thread calls it. Only thread 0 fences, after the barrier that orders
-// every thread's stores before it (a release cumulative over the block), so the other warps'
-// loads for the next row block stay in flight.
+// Without mail, with gridDim.z slices: row block rb's sums of this block's slice go to
+// `partials`, and the last of the row block's gridDim.z blocks to arrive replaces every lane's
+// sums with the slices' total (added in slice order) and resets the row block's counter; true for
+// the block that then writes the outputs. Every thread calls it. Only thread 0 fences, after the
+// barrier that orders every thread's stores before it (a release cumulative over the block), so
+// the other warps' loads for the next row block stay in flight.
 template <int NT>
 __device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __restrict__ partials, int* counters,
                                               int rb, int row_blocks, int M) {
-  if (gridDim.y == 1) return true;
+  if (gridDim.z == 1) return true;
   float4* const mine = reinterpret_cast<float4*>(partials) + ((size_t)rb * blockDim.x + threadIdx.x) * NT;
   const size_t slice_stride = (size_t)row_blocks * blockDim.x * NT;
   // Only sums of x rows below M travel: lane t holds x rows 8i + 2t and 8i + 2t + 1.
@@ -960,12 +964,12 @@ __device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __rest
 #pragma unroll
   for (int i = 0; i < NT; i++)
     if (8 * i + 2 * t < M)
-      __stcg(mine + blockIdx.y * slice_stride + i, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
+      __stcg(mine + blockIdx.z * slice_stride + i, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
   __shared__ bool last;
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
-    last = atomicAdd(counters + rb, 1) == (int)gridDim.y - 1;
+    last = atomicAdd(counters + rb, 1) == (int)gridDim.z - 1;
     if (last) counters[rb] = 0;
     __threadfence();
   }
@@ -975,7 +979,7 @@ __device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __rest
   for (int i = 0; i < NT; i++) {
     if (8 * i + 2 * t >= M) continue;
     float4 v = float4{0.0f, 0.0f, 0.0f, 0.0f};
-    for (int s = 0; s < (int)gridDim.y; s++) {
+    for (int s = 0; s < (int)gridDim.z; s++) {
       const float4 p = __ldcg(mine + s * slice_stride + i);
       v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
     }
@@ -984,8 +988,80 @@ __device__ __forceinline__ bool gather_slices(float (&acc)[NT][4], float* __rest
   return true;
 }
 
+// Sums a warp's lanes hold for x rows below M (lane t: rows 8i + 2t and 8i + 2t + 1 of x tile i), as
+// float4s.
+template <int NT>
+__device__ __forceinline__ int live_sums(int M) {
+  int n = 0;
+#pragma unroll
+  for (int i = 0; i < NT; i++) n += 8 * min(4, max(0, (M - 8 * i + 1) / 2));
+  return n;
+}
+
+// On Hopper the slices of a row block run as one cluster (gridDim.z blocks along z) and meet by
+// mail (Mailbox, common.cuh): warp w's tile of every row block is finished by the cluster's block w %
+// slices, its owner. The other blocks' warps w send it their float32 sums (live x rows only) into
+// its shared memory and go on to their next row block at once: no block barrier, no fence, no
+// global memory, and only the owner's warp waits. Each row block a block loops over (a round) has
+// its own mailboxes and slots, so none is reused and no sender waits for one to be emptied. The
+// owner adds the slices' sums in slice order, so the result does not depend on which came first.
+// A block owns at most `owned` tiles of a row block (slices ≤ 8, the portable cluster size).
+template <int NT>
+struct SliceMail {
+  float4* slots;              // [round][owned tile][slice][NT][lane]
+  unsigned long long* boxes;  // [round][owned tile]
+  int slices, owned;
+
+  // The slots and mailboxes of `rounds` row blocks, in shared memory at `at` (after x).
+  __device__ __forceinline__ SliceMail(void* at, int rounds)
+      : slots(reinterpret_cast<float4*>(at)),
+        slices(gridDim.z),
+        owned((MMA_WARPS + (int)gridDim.z - 1) / (int)gridDim.z) {
+    boxes = reinterpret_cast<unsigned long long*>(slots + (size_t)rounds * owned * slices * NT * 32);
+  }
+
+  // Before the wait: thread 0 arms every mailbox for the sums the other slices send, and every
+  // thread arrives at the cluster barrier that ready() waits on.
+  __device__ __forceinline__ void open(int rounds, int M) const {
+    if (threadIdx.x == 0)
+      for (int b = 0; b < rounds * owned; b++) Mailbox{boxes + b}.arm((slices - 1) * 16 * live_sums<NT>(M));
+    cluster_arrive_relaxed();
+  }
+
+  // Every block's mailboxes are armed (every thread, before its first send).
+  __device__ __forceinline__ void ready() const { cluster_wait(); }
+
+  // After round j: the sums go to the tile's owner; true for the owner's lanes, which then hold
+  // the slices' total.
+  __device__ __forceinline__ bool meet(float (&acc)[NT][4], int j, int M) const {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+    const int owner = warp % slices, me = blockIdx.z, b = j * owned + warp / slices;
+    float4* const slot = slots + (size_t)b * slices * NT * 32 + lane;
+    const Mailbox mail{boxes + b};
+    if (owner != me) {
+#pragma unroll
+      for (int i = 0; i < NT; i++)
+        if (8 * i + 2 * t < M)
+          mail.send(slot + (me * NT + i) * 32, float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]}, owner);
+      return false;
+    }
+    mail.wait();
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+      if (8 * i + 2 * t >= M) continue;
+      float4 v = float4{0.0f, 0.0f, 0.0f, 0.0f};
+      for (int r = 0; r < slices; r++) {
+        const float4 p = r == me ? float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]} : slot[(r * NT + i) * 32];
+        v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
+      }
+      acc[i][0] = v.x, acc[i][1] = v.y, acc[i][2] = v.z, acc[i][3] = v.w;
+    }
+    return true;
+  }
+};
+
 // The block's row blocks of the product (blockIdx.x, + gridDim.x, …; a row block is the 8 warp
-// tiles of a block) over its slice of K (blockIdx.y · slice, up to slice k). x's slice is staged
+// tiles of a block) over its slice of K (blockIdx.z · slice, up to slice k). x's slice is staged
 // once, and each lane's ring of loads runs on from one row block into the next, so the weight
 // stream does not stop while a row block's sums meet the other slices' and are written
 // (p.finish). A row block takes `padded` ring steps (its steps rounded up to the ring's depth),
@@ -995,7 +1071,7 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
                                             float* partials, int* counters) {
   extern __shared__ uint4 xs[];
   const int lane = threadIdx.x & 31, t = lane & 3;
-  const int k0 = blockIdx.y * slice, steps = (min(K, k0 + slice) - k0) / MMA_STEP_K;
+  const int k0 = blockIdx.z * slice, steps = (min(K, k0 + slice) - k0) / MMA_STEP_K;
   const int padded = (steps + QMMA_DEPTH - 1) / QMMA_DEPTH * QMMA_DEPTH;
   // The scale of k is entry k >> shift of its row: groups of a power of two, or one group a row.
   const int shift = QFMT == 3 ? 7 : group >= K ? 32 - __clz(K - 1) : 31 - __clz(group);
@@ -1018,6 +1094,12 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
   MmaStage ring[QMMA_DEPTH];
 #pragma unroll
   for (int d = 0; d < QMMA_DEPTH; d++) fetch_next(ring[d]);
+#if __CUDA_ARCH__ >= 900
+  // Slices meet by mail where the host launched them as a cluster and gave no scratch space.
+  const bool by_mail = gridDim.z > 1 && partials == nullptr;
+  const SliceMail<NT> mail(xs + (size_t)(slice / MMA_STEP_K) * NT * X_PIECES * 32, blocks);
+  if (by_mail) mail.open(blocks, M);
+#endif
   pdl_start();
   stage_x<NT>(xs, x, M, K, k0, steps);
   __syncthreads();
@@ -1052,6 +1134,13 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
 #endif
       }
     }
+#if __CUDA_ARCH__ >= 900
+    if (by_mail) {
+      if (j == 0) mail.ready();
+      if (live && mail.meet(acc, j, M)) p.template finish<NT>(rb, acc);
+      continue;
+    }
+#endif
     if (gather_slices<NT>(acc, partials, counters, rb, p.row_blocks, M) && live) p.template finish<NT>(rb, acc);
   }
 }

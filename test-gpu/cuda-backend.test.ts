@@ -295,6 +295,29 @@ test("quantized GEMV over long rows that the lanes do not cover evenly, rows spl
   }
 });
 
+test("quantized tensor-core products whose slices of K meet by mail (2 to 8 slices, a cluster on Hopper) and through global memory (9)", () => {
+  // 520 rows: 5 row blocks of 128, the last partial; 6 and 16 rows of x (one x tile, two).
+  for (const [scheme, group] of [
+    ["int4", 128],
+    ["int8", 64],
+    ["fp8", 128],
+  ] as [QuantScheme, number][]) {
+    for (const K of [2048, 4096, 8192, 9216]) {
+      const [wc, wg] = quantizedOnBoth(scheme, 520, K, group);
+      const [uc, ug] = quantizedOnBoth(scheme, 520, K, group);
+      for (const M of [6, 16]) {
+        fresh();
+        const xc = residualStream(M, K);
+        const xg = uploadRows(xc.data, M, K);
+        const tol = scheme === "fp8" ? 3e-3 : 1.5e-2;
+        const what = `${scheme} g${group} K=${K} M=${M}`;
+        compare(`linear ${what}`, cpu.linear(xc, wc), gpu.linear(xg, wg), tol);
+        compare(`gateUp ${what}`, cpu.gateUp(xc, wc, uc), gpu.gateUp(xg, wg, ug), tol);
+      }
+    }
+  }
+});
+
 test("one-row gate·up folding its norm in and rounding its output for down (integer weights; K of 1024, 2048, 4096)", () => {
   // A backend of its own: once a model has an fp8 weight, gate·up also makes a half copy of its
   // output, which the folding kernel does not, so the backend above no longer folds.

@@ -21,6 +21,9 @@ const LAUNCH_CONFIG_BYTES = 56 + 2 * 72;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 const CU_MEMHOSTALLOC_PORTABLE = 1;
 const CU_EVENT_DISABLE_TIMING = 2;
+const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+/** Dynamic shared memory any kernel may take without opting in. */
+const DEFAULT_SHARED_BYTES = 48 * 1024;
 
 /**
  * Kernels never launched, by name without the row-count suffix (TACHYON_SKIP=rmsnorm,qgate_up): a
@@ -75,6 +78,8 @@ export class CudaContext {
   private captured: TracedLaunch[] | null = null;
   private readonly graphLaunches = new Map<Handle, TracedLaunch[]>();
   private replays = 0;
+  /** Dynamic shared memory each kernel was let use beyond DEFAULT_SHARED_BYTES. */
+  private readonly sharedAllowed = new Map<Handle, number>();
 
   constructor(
     readonly driver: Driver,
@@ -228,6 +233,7 @@ export class CudaContext {
     if (skipped.size && skipped.has(what.replace(/_m\d+$/, ""))) return;
     if (tracing) (this.captured ?? this.traced)?.push({ what, blocks: grid[0] * grid[1] * grid[2], run: -1 });
     if (args.length > MAX_ARGS) throw new RangeError(`too many kernel arguments (${args.length})`);
+    this.allowShared(fn, sharedBytes, what);
     const v = this.argView;
     let offset = 0;
     args.forEach((a, i) => {
@@ -243,19 +249,8 @@ export class CudaContext {
     // Passed as an integer: on x86-64 a pointer and a uint64 travel the same way.
     const params = this.argBase + BigInt(ARG_BYTES);
     if (this.dependentLaunch || cluster > 0) {
-      const c = ARG_BYTES + 8 * MAX_ARGS;
-      [grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes].forEach((d, i) =>
-        v.setUint32(c + 4 * i, d, true),
-      );
-      let attributes = this.dependentLaunch ? 1 : 0;
-      if (cluster > 0) {
-        const a = c + 56 + 72 * attributes++;
-        [CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, 0, 1, 1, cluster].forEach((d, i) =>
-          v.setUint32(a + 4 * i, d, true),
-        );
-      }
-      v.setUint32(c + 48, attributes, true);
-      this.driver.call("cuLaunchKernelEx", [this.argBase + BigInt(c), fn, params, 0], `launching ${what}`);
+      const config = this.launchConfig(grid, block, sharedBytes, cluster);
+      this.driver.call("cuLaunchKernelEx", [config, fn, params, 0], `launching ${what}`);
       return;
     }
     this.driver.call(
@@ -263,6 +258,56 @@ export class CudaContext {
       [fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, this.stream, params, 0],
       `launching ${what}`,
     );
+  }
+
+  /** cuLaunchKernelEx's launch config for these dimensions (written in place), and its address. */
+  private launchConfig(
+    grid: [number, number, number],
+    block: [number, number, number],
+    sharedBytes: number,
+    cluster: number,
+  ): bigint {
+    const v = this.argView;
+    const c = ARG_BYTES + 8 * MAX_ARGS;
+    [grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes].forEach((d, i) =>
+      v.setUint32(c + 4 * i, d, true),
+    );
+    let attributes = this.dependentLaunch ? 1 : 0;
+    if (cluster > 0) {
+      const a = c + 56 + 72 * attributes++;
+      [CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, 0, 1, 1, cluster].forEach((d, i) =>
+        v.setUint32(a + 4 * i, d, true),
+      );
+    }
+    v.setUint32(c + 48, attributes, true);
+    return this.argBase + BigInt(c);
+  }
+
+  /**
+   * How many clusters of `cluster` blocks of `fn` (`threads` each, `sharedBytes` of dynamic shared
+   * memory) the device holds at once: a grid of more runs in waves.
+   */
+  maxActiveClusters(fn: Handle, threads: number, sharedBytes: number, cluster: number, what: string): number {
+    this.allowShared(fn, sharedBytes, what);
+    const n = [0];
+    const config = this.launchConfig([1, 1, cluster], [threads, 1, 1], sharedBytes, cluster);
+    this.driver.call(
+      "cuOccupancyMaxActiveClusters",
+      [n, fn, config],
+      `asking how many clusters of ${what} fit`,
+    );
+    return n[0];
+  }
+
+  /** Lets `fn` take `bytes` of dynamic shared memory (above 48 KB a kernel must opt in). */
+  private allowShared(fn: Handle, bytes: number, what: string): void {
+    if (bytes <= DEFAULT_SHARED_BYTES || (this.sharedAllowed.get(fn) ?? 0) >= bytes) return;
+    this.driver.call(
+      "cuFuncSetAttribute",
+      [fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes],
+      `letting ${what} use ${bytes} bytes of shared memory`,
+    );
+    this.sharedAllowed.set(fn, bytes);
   }
 
   synchronize(): void {

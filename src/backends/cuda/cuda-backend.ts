@@ -133,6 +133,26 @@ const qmmaSliceK = 1024;
  */
 const qmmaResident = Number(process.env.TACHYON_QMMA_RESIDENT ?? 2);
 
+/**
+ * Most slices of K whose blocks meet by mail on Hopper (SliceMail in kernels/qgemv.cu): they run as
+ * one cluster, of at most the portable cluster size. Products of more slices (the 8B's down, 14)
+ * meet through global memory.
+ */
+const qmmaMailSlices = 8;
+
+/** Most row blocks a qmma block whose slices meet by mail loops over (each takes mail slots). */
+const qmmaMailRounds = 8;
+
+/**
+ * Shared memory a qmma block whose slices meet by mail takes beyond its slice of x: per row block
+ * it loops over, a float4 slot per lane, x tile and slice for each tile it owns, and an 8-byte
+ * mailbox per owned tile.
+ */
+function qmmaMailBytes(rounds: number, slices: number, xRows: number): number {
+  const owned = Math.ceil(8 / slices);
+  return rounds * owned * (slices * (xRows / 8) * 32 * 16 + 8);
+}
+
 /** foldsGateUp's switch, for measurements (TACHYON_GATE_UP_FOLD=0: the norm and quantize_x run as kernels). */
 const gateUpFold = process.env.TACHYON_GATE_UP_FOLD !== "0";
 
@@ -257,6 +277,8 @@ export class CudaBackend implements Backend {
   private dequantScratch: DevicePtr | null = null;
   /** Where qmma's slices meet (qmmaScratch), once a step needs it. */
   private qmmaSpace: QmmaScratch | null = null;
+  /** qmmaMailPlan's answers, by scheme, kernel and product shape. */
+  private readonly qmmaMailPlans = new Map<string, { blocks: number; sharedBytes: number }>();
   /** Whether a graph is being captured (nothing may be allocated). */
   private capturing = false;
   /** Whether any weight is of an integer scheme: producers then also write int8 activations. */
@@ -933,7 +955,8 @@ export class CudaBackend implements Backend {
    * A qmma kernel (`name`_m8 or _m16) over `tiles` warp tiles of a step of `m` rows: row blocks of
    * 8 tiles, cut along K into slices of qmmaSliceK, and per slice enough blocks for qmmaResident
    * a multiprocessor, each looping over its share of the row blocks; `args` are its arguments up
-   * to K.
+   * to K. On Hopper, a row block's slices (up to qmmaMailSlices) run as a cluster and meet by mail
+   * (qmmaMailPlan); otherwise through the scratch space in global memory.
    */
   private launchQmma(
     q: DeviceQuant,
@@ -946,24 +969,65 @@ export class CudaBackend implements Backend {
     const xRows = m <= 8 ? 8 : 16;
     const rowBlocks = Math.ceil(tiles / 8);
     const slices = Math.ceil(K / qmmaSliceK);
-    const scratch = this.qmmaScratch(qmmaNeeds(rowBlocks, slices, xRows));
-    const perSlice = Math.floor((qmmaResident * this.ctx.info.multiprocessors) / slices);
-    const blocks = qmmaResident > 0 ? Math.min(rowBlocks, Math.max(1, perSlice)) : rowBlocks;
+    const kernel = this.qgemvKernel(q, `${name}_m${xRows}`);
+    const xBytes = Math.min(K, qmmaSliceK) * xRows * 2;
+    const byMail = this.ctx.info.computeCapability[0] >= 9 && slices > 1 && slices <= qmmaMailSlices;
+    let blocks: number;
+    let sharedBytes = xBytes;
+    let scratch: QmmaScratch | null = null;
+    if (byMail) {
+      ({ blocks, sharedBytes } = this.qmmaMailPlan(q, kernel, name, rowBlocks, slices, xRows, xBytes));
+    } else {
+      scratch = this.qmmaScratch(qmmaNeeds(rowBlocks, slices, xRows));
+      const perSlice = Math.floor((qmmaResident * this.ctx.info.multiprocessors) / slices);
+      blocks = qmmaResident > 0 ? Math.min(rowBlocks, Math.max(1, perSlice)) : rowBlocks;
+    }
     this.ctx.launch(
-      this.qgemvKernel(q, `${name}_m${xRows}`),
-      [blocks, slices, 1],
+      kernel,
+      [blocks, 1, slices],
       [256, 1, 1],
       [
         ...args,
         { i32: q.groupSize },
         { i32: qmmaSliceK },
         { i32: rowBlocks },
-        { ptr: scratch.partials },
-        { ptr: scratch.counterPtr },
+        { ptr: scratch?.partials ?? 0 },
+        { ptr: scratch?.counterPtr ?? 0 },
       ],
       name,
-      Math.min(K, qmmaSliceK) * xRows * 2,
+      sharedBytes,
+      byMail ? slices : 0,
     );
+  }
+
+  /**
+   * Blocks per slice and shared memory of a qmma product whose slices meet by mail: the fewest
+   * rounds (row blocks a block loops over, each with its own mail slots) with which every
+   * cluster of the grid is resident at once, as the driver counts them for that shared memory,
+   * and the row blocks spread evenly over the rounds. A grid of more clusters than fit runs the
+   * last in a second wave (H100, 8B int4, 16 rows: gate·up 53.4 µs a layer with 66 blocks a
+   * slice, 35.7 with 56). With TACHYON_QMMA_RESIDENT=0, one row block a block.
+   */
+  private qmmaMailPlan(
+    q: DeviceQuant,
+    kernel: Handle,
+    name: string,
+    rowBlocks: number,
+    slices: number,
+    xRows: number,
+    xBytes: number,
+  ): { blocks: number; sharedBytes: number } {
+    const key = `${q.scheme} ${name} ${xRows} ${rowBlocks} ${slices} ${xBytes}`;
+    let plan = this.qmmaMailPlans.get(key);
+    for (let rounds = 1; !plan; rounds++) {
+      const sharedBytes = xBytes + qmmaMailBytes(rounds, slices, xRows);
+      const fit =
+        qmmaResident > 0 ? this.ctx.maxActiveClusters(kernel, 256, sharedBytes, slices, name) : Infinity;
+      if (fit * rounds >= rowBlocks || rounds === qmmaMailRounds)
+        plan = { blocks: Math.ceil(rowBlocks / rounds), sharedBytes };
+    }
+    this.qmmaMailPlans.set(key, plan);
+    return plan;
   }
 
   /**

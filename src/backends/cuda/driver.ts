@@ -72,6 +72,7 @@ export class Driver {
       "int cuFuncSetAttribute(void *fn, int attrib, int value)",
       "int cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, void *stream, uint64_t params, uint64_t extra)",
       "int cuLaunchKernelEx(uint64_t config, void *f, uint64_t params, uint64_t extra)",
+      "int cuOccupancyMaxActiveClusters(_Out_ int *numClusters, void *func, uint64_t config)",
       "int cuStreamCreate(_Out_ void **stream, unsigned int flags)",
       "int cuStreamSynchronize(void *stream)",
       "int cuStreamBeginCapture_v2(void *stream, int mode)",
