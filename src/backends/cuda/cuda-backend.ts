@@ -496,7 +496,6 @@ export class CudaBackend implements Backend {
   prepareStep(rows: StepRows): Step {
     const { step, packed } = this.layOut(rows);
     this.staging.upload(step.tokens, packed.packed);
-    if (step.tokens === this.stepRows?.ptr) this.rowsOnDevice = packed;
     return step;
   }
 
@@ -506,13 +505,11 @@ export class CudaBackend implements Backend {
         `prepareFedStep: ${from.rows} rows of logits for a step of ${rows.tokens.length} tokens`,
       );
     }
-    const { step, packed } = this.layOut(rows);
+    const { step, packed, replaces } = this.layOut(rows);
     // The rows on the device, moved on by the arg-max kernel, or uploaded (then fed their tokens).
-    const onDevice = step.tokens === this.stepRows?.ptr ? this.rowsOnDevice : null;
-    const advance = onDevice !== null && followsOnDevice(onDevice, packed, this.blockSize);
+    const advance = replaces !== null && followsOnDevice(replaces, packed, this.blockSize);
     if (advance) this.fedSteps.advanced++;
     else this.staging.upload(step.tokens, packed.packed);
-    if (step.tokens === this.stepRows?.ptr) this.rowsOnDevice = packed;
     if (embedTable) {
       step.embedded = { table: embedTable, rows: this.tensor(from.rows, embedTable.cols) };
       this.fedSteps.embedded++;
@@ -522,15 +519,20 @@ export class CudaBackend implements Backend {
     return { step, ids: () => new Int32Array(ids().buffer) };
   }
 
-  /** A step's rows packed (step-layout.ts) and where they go: stepRows when it holds them, else the arena. */
-  private layOut(rows: StepRows): { step: CudaStep; packed: PackedStep } {
+  /**
+   * A step's rows packed (step-layout.ts) and where they go: stepRows when it holds them (then
+   * `replaces` is what stepRows held before, if known, and rowsOnDevice becomes these), else the
+   * arena.
+   */
+  private layOut(rows: StepRows): { step: CudaStep; packed: PackedStep; replaces: PackedStep | null } {
     const M = rows.tokens.length;
     const packed = packStep(rows, this.tableWidth, this.usesPrefillAttention(M));
     const { layout } = packed;
-    const base =
-      M <= maxGemvRows && this.stepRows && packed.packed.byteLength <= this.stepRows.bytes
-        ? this.stepRows.ptr
-        : this.arena.alloc(packed.packed.byteLength);
+    const held = this.stepRows;
+    const inStepRows = M <= maxGemvRows && held !== null && packed.packed.byteLength <= held.bytes;
+    const base = inStepRows ? held.ptr : this.arena.alloc(packed.packed.byteLength);
+    const replaces = inStepRows ? this.rowsOnDevice : null;
+    if (inStepRows) this.rowsOnDevice = packed;
     this.rowsAt = base;
     const step: CudaStep = {
       rows,
@@ -545,7 +547,7 @@ export class CudaBackend implements Backend {
       fresh: base + 4 * layout.fresh,
       mostFresh: layout.mostFresh,
     };
-    return { step, packed };
+    return { step, packed, replaces };
   }
 
   private tensor(rows: number, cols: number): CudaTensor {
