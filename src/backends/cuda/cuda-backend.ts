@@ -107,14 +107,16 @@ interface CudaStep extends Step {
 const maxGemvRows = 16;
 
 /**
- * Fewest rows of a step whose quantized products, of any scheme, run on the tensor cores (qmma in
- * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows.
- * The crossovers measured on the H100 (8B, docs/BENCHMARKS.md, session 16, GEMV against qmma,
- * ms per step): int4 4 rows 3.24 / 3.27, 5 rows 3.59 / 3.36; int8 4 rows 4.13 / 4.49, 5 rows
- * 4.76 / 4.54; fp8 4 rows 4.38 / 4.42, 5 rows 5.17 / 4.44; int2-g32 4 rows 3.13 / 3.22, 5 rows
- * 3.47 / 3.23. TACHYON_QMMA_FROM_ROWS overrides all of them for measurements (17: never).
+ * Fewest rows of a step whose quantized products run on the tensor cores (qmma in
+ * kernels/qgemv.cu) rather than the dp4a / half2 GEMV, whose instructions grow with the rows, by
+ * scheme. Measured on the H100 (8B, docs/BENCHMARKS.md, GEMV against qmma, ms per step). Session
+ * 16: int4 4 rows 3.24 / 3.27, 5 rows 3.59 / 3.36; int8 4 rows 4.13 / 4.49, 5 rows 4.76 / 4.54;
+ * int2-g32 4 rows 3.13 / 3.22, 5 rows 3.47 / 3.23. Session 23, after qmma's slices met by mail:
+ * int4 3 rows 2.63 / 2.89, 4 rows 3.19 / 3.07; fp8 3 rows 3.78 / 3.81, 4 rows 4.24 / 3.98; int8 4
+ * rows 4.16 / 4.30, 5 rows 4.73 / 4.38. TACHYON_QMMA_FROM_ROWS overrides all of them for
+ * measurements (17: never).
  */
-const qmmaFromRows = 5;
+const qmmaFromRows: Record<QuantScheme, number> = { int4: 4, fp8: 4, int8: 5, int2: 5 };
 const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
 
 /**
@@ -231,9 +233,9 @@ export interface CudaBackendOptions {
    */
   freshKeys?: number;
   /**
-   * Blocks a decode attention step aims at (default: two per multiprocessor, what the kernel's
-   * registers allow): each row's keys are split over as many blocks as that leaves, 1 to 8 (one
-   * cluster). TACHYON_ATTENTION_BLOCKS overrides the default for measurements.
+   * Blocks a decode attention step aims at: each row's keys are split over as many blocks as that
+   * leaves, 1 to 8 (one cluster). Without it (or TACHYON_ATTENTION_BLOCKS, for measurements), the
+   * splits are chosen so that every cluster is resident at once (attentionPlan).
    */
   attentionBlocks?: number;
 }
@@ -266,6 +268,11 @@ function normThreads(group: number): number {
   return Math.min(1024, Math.max(32, Math.ceil(group / 4 / normSlots / 32) * 32));
 }
 
+/** An environment variable's number, for measurements; undefined when it is not set. */
+function optionalNumber(value: string | undefined): number | undefined {
+  return value === undefined || value === "" ? undefined : Number(value);
+}
+
 /** Most blocks that share one row in argmax_rows (kernels/elementwise.cu). */
 const argmaxParts = 64;
 
@@ -277,6 +284,8 @@ export class CudaBackend implements Backend {
   private dequantScratch: DevicePtr | null = null;
   /** Where qmma's slices meet (qmmaScratch), once a step needs it. */
   private qmmaSpace: QmmaScratch | null = null;
+  /** attentionPlan's answers, by rows and kv heads. */
+  private readonly attentionPlans = new Map<number, { splits: number; wave: boolean }>();
   /** qmmaMailPlan's answers, by scheme, kernel and product shape. */
   private readonly qmmaMailPlans = new Map<string, { blocks: number; sharedBytes: number }>();
   /** Whether a graph is being captured (nothing may be allocated). */
@@ -319,7 +328,7 @@ export class CudaBackend implements Backend {
     arenaBytes: number,
     private readonly lt: CublasLt | null,
     private readonly freshKeys: number,
-    private readonly attentionBlocks: number,
+    private readonly attentionBlocks: number | undefined,
     readonly maxStepRows: number,
   ) {
     this.arena = new Arena(ctx.alloc(arenaBytes, "activation buffers"), arenaBytes);
@@ -364,7 +373,7 @@ export class CudaBackend implements Backend {
       activationBytes(cfg, options.maxRows),
       CublasLt.tryLoad(ctx).lt,
       freshKeys,
-      options.attentionBlocks ?? Number(process.env.TACHYON_ATTENTION_BLOCKS ?? 2 * ctx.info.multiprocessors),
+      options.attentionBlocks ?? optionalNumber(process.env.TACHYON_ATTENTION_BLOCKS),
       options.maxRows,
     );
   }
@@ -944,11 +953,11 @@ export class CudaBackend implements Backend {
 
   /**
    * Whether a quantized product of `m` rows runs on the tensor cores (qmma, kernels/qgemv.cu):
-   * from qmmaFromRows rows, on Ampere and later, for rows of whole warp steps (qmmaStepK) and
-   * groups of a power of two or one group a row.
+   * from its scheme's qmmaFromRows rows, on Ampere and later, for rows of whole warp steps
+   * (qmmaStepK) and groups of a power of two or one group a row.
    */
   private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
-    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows;
+    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
     const groupsFit = (q.groupSize & (q.groupSize - 1)) === 0 || q.groupSize >= K;
     return m >= from && K % qmmaStepK(q.scheme) === 0 && groupsFit && this.ctx.info.computeCapability[0] >= 8;
   }
@@ -1243,14 +1252,11 @@ export class CudaBackend implements Backend {
     // kernels/attention.cu) have them rotated and cached by rope_store first.
     const rotate = s.mostFresh <= this.freshKeys;
     const qIn = rotate ? (q as CudaTensor) : this.ropeAndStore(q, k, v, store, layer, s);
-    const splits = this.attentionSplits(M, p.numKvHeads);
+    const { splits, wave } = this.attentionPlan(M, p.numKvHeads);
     const int8 = p.headDim % 32 === 0 ? this.int8For(out) : undefined;
     const half = this.halfFor(out);
-    // Steps whose blocks fit in one wave at one block per multiprocessor (one-row decode) take the
-    // variant that loads its first cached keys before its wait, at the cost of registers.
-    const oneWave = M * p.numKvHeads * splits <= this.ctx.info.multiprocessors;
     this.ctx.launch(
-      this.kernels.get(oneWave ? "attention_decode_wave" : "attention_decode"),
+      this.kernels.get(wave ? "attention_decode_wave" : "attention_decode"),
       [M, p.numKvHeads, splits],
       [256, 1, 1],
       [
@@ -1284,16 +1290,46 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Blocks each row's keys are split over in the decode attention: a cluster whose partial results
-   * meet in distributed shared memory (Hopper), as many as keep the step's blocks within
-   * attentionBlocks, at most 8. A one-row step of an 8B model takes 8 (64 blocks); a verify step
-   * of 16 rows takes 2 rather than 8, so its 256 blocks run in one wave instead of four (H100:
-   * 33 µs a layer before; docs/BENCHMARKS.md session 16). Steps of more than maxGemvRows rows
-   * (batched decode) have rows enough to fill the GPU and take 1.
+   * How a decode attention step of M rows is launched: the blocks each row's keys are split over
+   * (a cluster whose partial results meet in distributed shared memory on Hopper, at most 8), and
+   * whether it takes the variant that loads its first cached keys before its wait
+   * (attention_decode_wave: its registers leave one block a multiprocessor, so only for steps
+   * whose blocks all fit at once).
+   *
+   * On Hopper, the most splits with which every cluster of the wave variant is resident at once,
+   * as the driver counts them (cuOccupancyMaxActiveClusters). A cluster takes all its blocks from
+   * one GPC, so fewer clusters fit than the multiprocessors suggest: on the H100, 16 clusters of 8
+   * (a verify step of 2 rows of 8 kv heads) are 128 blocks on 132 multiprocessors, yet only 15
+   * fit, and the last ran in a second wave (9.3 µs a layer against 4.8 for one row; docs/BENCHMARKS.md
+   * session 23). Steps with more clusters than fit even unsplit take the plain kernel, split so
+   * that about two blocks a multiprocessor run (its registers allow two), as do steps of more than
+   * maxGemvRows rows (batched decode: rows enough to fill the GPU, one block each) and an explicit
+   * attentionBlocks. TACHYON_ATTENTION_SPLITS forces the splits for measurements.
    */
-  private attentionSplits(M: number, kvHeads: number): number {
-    if (M > maxGemvRows || this.ctx.info.computeCapability[0] < 9) return 1;
-    return Math.max(1, Math.min(8, Math.floor(this.attentionBlocks / (M * kvHeads))));
+  private attentionPlan(M: number, kvHeads: number): { splits: number; wave: boolean } {
+    const key = M * 1024 + kvHeads;
+    let plan = this.attentionPlans.get(key);
+    if (plan) return plan;
+    const hopper = this.ctx.info.computeCapability[0] >= 9;
+    const clusters = M * kvHeads;
+    const waveFits = (splits: number) =>
+      !hopper
+        ? clusters * splits <= this.ctx.info.multiprocessors
+        : clusters <=
+          this.ctx.maxActiveClusters(this.kernels.get("attention_decode_wave"), 256, 0, splits, "attention");
+    const forced = optionalNumber(process.env.TACHYON_ATTENTION_SPLITS);
+    if (forced !== undefined) plan = { splits: forced, wave: waveFits(forced) };
+    else if (M > maxGemvRows || !hopper) plan = { splits: 1, wave: waveFits(1) };
+    else if (this.attentionBlocks === undefined)
+      for (let splits = 8; splits >= 1 && !plan; splits--)
+        if (waveFits(splits)) plan = { splits, wave: true };
+    if (!plan) {
+      const blocks = this.attentionBlocks ?? 2 * this.ctx.info.multiprocessors;
+      const splits = Math.max(1, Math.min(8, Math.floor(blocks / clusters)));
+      plan = { splits, wave: clusters * splits <= this.ctx.info.multiprocessors && waveFits(splits) };
+    }
+    this.attentionPlans.set(key, plan);
+    return plan;
   }
 
   /** Whether a step of M rows runs the tensor-core prefill attention (head sizes up to 128). */
