@@ -117,7 +117,7 @@ const maxGemvRows = 16;
  * measurements (17: never).
  */
 const qmmaFromRows: Record<QuantScheme, number> = { int4: 4, fp8: 4, int8: 5, int2: 5 };
-const qmmaOverride = process.env.TACHYON_QMMA_FROM_ROWS;
+const qmmaOverride = optionalNumber(process.env.TACHYON_QMMA_FROM_ROWS);
 
 /**
  * K each qmma block covers, whose half copy of x it stages in shared memory (at most
@@ -957,7 +957,7 @@ export class CudaBackend implements Backend {
    * (qmmaStepK) and groups of a power of two or one group a row.
    */
   private tensorCoreRows(q: DeviceQuant, m: number, K: number): boolean {
-    const from = qmmaOverride ? Number(qmmaOverride) : qmmaFromRows[q.scheme];
+    const from = qmmaOverride ?? qmmaFromRows[q.scheme];
     const groupsFit = (q.groupSize & (q.groupSize - 1)) === 0 || q.groupSize >= K;
     return m >= from && K % qmmaStepK(q.scheme) === 0 && groupsFit && this.ctx.info.computeCapability[0] >= 8;
   }
@@ -1326,7 +1326,7 @@ export class CudaBackend implements Backend {
     if (!plan) {
       const blocks = this.attentionBlocks ?? 2 * this.ctx.info.multiprocessors;
       const splits = Math.max(1, Math.min(8, Math.floor(blocks / clusters)));
-      plan = { splits, wave: clusters * splits <= this.ctx.info.multiprocessors && waveFits(splits) };
+      plan = { splits, wave: waveFits(splits) };
     }
     this.attentionPlans.set(key, plan);
     return plan;
