@@ -727,10 +727,11 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 // block converts once to half into shared memory. In a step, lane (g, t) = (lane / 4, lane % 4)
 // loads one whole chunk (16 bytes: int4 32 k, int8 and fp8 16; int2 8 bytes, 32 k) of rows g and
 // g + 8: the four lanes t read 64 contiguous bytes of each row (int2 32). The codes become half in
-// registers (word_pairs) already centred, scaled and offset (integer schemes), so the sums need
-// no per-group work and groups of any size may differ between the lanes of one mma; fp8's
-// 128×128 block scale is applied to float32 sums per block instead (e4m3 times a block scale
-// could leave half's range).
+// registers (word_pairs), centred for the integer schemes. int4, int2 and int8 in groups finer
+// than a step scale and offset each pair in registers before its mma, so groups may differ between
+// the lanes of one mma. fp8 (whose e4m3 times a block scale could leave half's range) and int8 in
+// groups of whole steps instead sum the bare codes times x, and apply each group's scale (and
+// offset, times the group's sum of x) to the float32 sums once a group (see qmma).
 //
 // The mma's k order is free as long as the weights (A) and x (B) agree: mma j of a step takes
 // the lane's pairs 2j and 2j + 1, which hold the k that word_pairs decodes together, and x is
@@ -831,7 +832,8 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
 // times its block's scale, rounded to half once. Each thread issues a batch of X_BATCH loads
 // before it converts any: they are L2 hits queued behind the weight stream.
 template <int NT>
-__device__ __forceinline__ void stage_x(uint4* __restrict__ xs, const XRows& x, int M, int K, int k0, int steps) {
+__device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restrict__ step_sums, const XRows& x, int M,
+                                        int K, int k0, int steps) {
   const int n = steps * NT * X_PIECES * 32;
   for (int base = threadIdx.x; base < n; base += 256 * X_BATCH) {
 #if QFMT == 3
@@ -868,6 +870,19 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, const XRows& x, 
 #endif
     }
   }
+#if QFMT != 3
+  // Where scales apply to the sums (qmma_blocks), each step's sum of x per row (from quantize_x's
+  // block sums), which the weights' offsets meet.
+  if (step_sums == nullptr) return;
+  for (int e = threadIdx.x; e < steps * NT * 8; e += 256) {
+    const int s = e / (NT * 8), m = e % (NT * 8);
+    float sum = 0.0f;
+    if (m < M)
+#pragma unroll
+      for (int b = 0; b < MMA_STEP_K / 32; b++) sum += x.qs[((size_t)m * K + k0 + s * MMA_STEP_K) / 32 + b].y;
+    step_sums[e] = sum;
+  }
+#endif
 }
 
 // One step of a lane's weight stream: the chunks of rows g and g + 8 and their stored scales.
@@ -882,9 +897,22 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const u32 (&a)[4], u32 b0
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// A stored scale as (scale, offset) of word_pairs' values: for the integer schemes
+// w = s · code + o = s · (code - CENTRE) + (o + CENTRE · s); fp8 (block scale, 0), x being staged
+// times FP8_X_SCALE.
+__device__ __forceinline__ float2 mma_scale(u32 v) {
+#if QFMT == 3
+  return float2{__uint_as_float(v) / FP8_X_SCALE, 0.0f};
+#else
+  const float2 f = h2_to_f32x2(v);
+  return float2{f.x, f.y + CENTRE * f.x};
+#endif
+}
+
 // sums[i] += the step's products of the tile with x tile i: lane (g, t) gets weight rows g
-// (elements 0, 1) and g + 8 (2, 3) with x rows 8i + 2t and 8i + 2t + 1.
-template <int NT>
+// (elements 0, 1) and g + 8 (2, 3) with x rows 8i + 2t and 8i + 2t + 1. SCALED: each weight pair
+// is scaled and offset before its mma; otherwise the sums are of the bare (centred) codes.
+template <int NT, bool SCALED>
 __device__ __forceinline__ void mma_step(const MmaStage& st, const uint4* __restrict__ xp, float (&sums)[NT][4]) {
   u32 xv[NT][MMA_PAIRS];
 #pragma unroll
@@ -894,26 +922,23 @@ __device__ __forceinline__ void mma_step(const MmaStage& st, const uint4* __rest
       const uint4 v = xp[(i * X_PIECES + q) * 32];
       xv[i][4 * q] = v.x, xv[i][4 * q + 1] = v.y, xv[i][4 * q + 2] = v.z, xv[i][4 * q + 3] = v.w;
     }
-#if QFMT != 3
-  // Each row's (scale, offset) for its codes minus CENTRE, as half2 pairs.
+  // Each row's (scale, offset) for its centred codes, as half2 pairs.
   u32 sc[2], off[2];
+  if (SCALED)
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const float2 f = h2_to_f32x2(st.s[r]);
-    const float o = f.y + CENTRE * f.x;
-    sc[r] = __byte_perm(st.s[r], 0u, 0x1010);
-    off[r] = f32x2_to_h2(o, o);
-  }
-#endif
+    for (int r = 0; r < 2; r++) {
+      const float o = mma_scale(st.s[r]).y;
+      sc[r] = __byte_perm(st.s[r], 0u, 0x1010);
+      off[r] = f32x2_to_h2(o, o);
+    }
 #pragma unroll
   for (int w = 0; w < CHUNK_WORDS; w++) {
     u32 a[WORD_PAIRS], b[WORD_PAIRS];
     word_pairs(word(st.w[0], w), a);
     word_pairs(word(st.w[1], w), b);
-#if QFMT != 3
+    if (SCALED)
 #pragma unroll
-    for (int p = 0; p < WORD_PAIRS; p++) a[p] = hfma2(a[p], sc[0], off[0]), b[p] = hfma2(b[p], sc[1], off[1]);
-#endif
+      for (int p = 0; p < WORD_PAIRS; p++) a[p] = hfma2(a[p], sc[0], off[0]), b[p] = hfma2(b[p], sc[1], off[1]);
 #pragma unroll
     for (int j = 0; j < WORD_PAIRS / 2; j++) {
       const u32 frag[4] = {a[2 * j], b[2 * j], a[2 * j + 1], b[2 * j + 1]};
@@ -1065,8 +1090,9 @@ struct SliceMail {
 // once, and each lane's ring of loads runs on from one row block into the next, so the weight
 // stream does not stop while a row block's sums meet the other slices' and are written
 // (p.finish). A row block takes `padded` ring steps (its steps rounded up to the ring's depth),
-// which keeps every step in the same ring slot whatever row block it belongs to.
-template <int NT, typename Product>
+// which keeps every step in the same ring slot whatever row block it belongs to. SCALED_CODES: the
+// weights are scaled in registers (mma_step); otherwise once a group, on its float32 sums.
+template <int NT, bool SCALED_CODES, typename Product>
 __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, int M, int K, int group, int slice,
                                             float* partials, int* counters) {
   extern __shared__ uint4 xs[];
@@ -1094,23 +1120,30 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
   MmaStage ring[QMMA_DEPTH];
 #pragma unroll
   for (int d = 0; d < QMMA_DEPTH; d++) fetch_next(ring[d]);
+  // Shared memory: x's slice, its step sums (integer schemes), then the mail slots.
+  const int slice_steps = min(K, slice) / MMA_STEP_K;
+  float* const step_sums = reinterpret_cast<float*>(xs + (size_t)slice_steps * NT * X_PIECES * 32);
 #if __CUDA_ARCH__ >= 900
   // Slices meet by mail where the host launched them as a cluster and gave no scratch space.
   const bool by_mail = gridDim.z > 1 && partials == nullptr;
-  const SliceMail<NT> mail(xs + (size_t)(slice / MMA_STEP_K) * NT * X_PIECES * 32, blocks);
+  const SliceMail<NT> mail(step_sums + (QFMT == 3 ? 0 : slice_steps * NT * 8), blocks);
   if (by_mail) mail.open(blocks, M);
 #endif
   pdl_start();
-  stage_x<NT>(xs, x, M, K, k0, steps);
+  stage_x<NT>(xs, SCALED_CODES ? nullptr : step_sums, x, M, K, k0, steps);
   __syncthreads();
   for (int j = 0; j < blocks; j++) {
     const int rb = blockIdx.x + j * gridDim.x;
     const bool live = p.rows(rb, K, groups).live;
-    float acc[NT][4], part[NT][4];  // fp8: part holds the current 128-k block's sums
+    // Unless SCALED_CODES, part: the current group's sums of bare codes times x; xsum: its sums
+    // of x (rows 8i + 2t, + 1).
+    float acc[NT][4], part[NT][4], xsum[NT][2];
 #pragma unroll
-    for (int i = 0; i < NT; i++)
+    for (int i = 0; i < NT; i++) {
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[i][e] = part[i][e] = 0.0f;
+      xsum[i][0] = xsum[i][1] = 0.0f;
+    }
     for (int s0 = 0; s0 < padded; s0 += QMMA_DEPTH) {
 #pragma unroll
       for (int d = 0; d < QMMA_DEPTH; d++) {
@@ -1119,19 +1152,31 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
         fetch_next(ring[d]);
         if (s >= steps || !live) continue;
         const uint4* xp = xs + (size_t)s * NT * X_PIECES * 32 + lane;
-#if QFMT == 3
-        mma_step<NT>(st, xp, part);
-        if ((k0 + (s + 1) * MMA_STEP_K) % 128 == 0 || s == steps - 1) {
-          // Rows g and g + 8 (or gate and up) each lie in one 128-row block.
-          const float scale[2] = {decode_scale(st.s[0]).x, decode_scale(st.s[1]).x};
-#pragma unroll
-          for (int i = 0; i < NT; i++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][e] += part[i][e] * scale[e / 2], part[i][e] = 0.0f;
+        if (SCALED_CODES) {
+          mma_step<NT, true>(st, xp, acc);
+          continue;
         }
-#else
-        mma_step<NT>(st, xp, acc);
+        mma_step<NT, false>(st, xp, part);
+#if QFMT != 3
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+          const float2 v = *reinterpret_cast<const float2*>(step_sums + (s * NT + i) * 8 + 2 * t);
+          xsum[i][0] += v.x, xsum[i][1] += v.y;
+        }
 #endif
+        if (((k0 + (s + 1) * MMA_STEP_K) & ((1 << shift) - 1)) == 0 || s == steps - 1) {
+          // The group ends (or the slice): rows g and g + 8 (or gate and up) each lie in one group.
+          const float2 f[2] = {mma_scale(st.s[0]), mma_scale(st.s[1])};
+#pragma unroll
+          for (int i = 0; i < NT; i++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              acc[i][e] += part[i][e] * f[e / 2].x + (QFMT == 3 ? 0.0f : f[e / 2].y * xsum[i][e & 1]);
+              part[i][e] = 0.0f;
+            }
+            xsum[i][0] = xsum[i][1] = 0.0f;
+          }
+        }
       }
     }
 #if __CUDA_ARCH__ >= 900
@@ -1226,6 +1271,21 @@ struct GateUpTiles {
   }
 };
 
+// qmma_blocks with the weights' scales on the sums (fp8; int8 in groups of whole steps), or in
+// registers (int4, int2, finer int8 groups). Measured on the H100 (8B, session 24 of
+// docs/BENCHMARKS.md, µs a layer in verify steps of 8 / 16 rows): int8's gate·up 49.7 -> 47.5 and
+// 54.4 -> 52.6 with one scale a row, applied once a slice. int4's groups of 128 are one step
+// each, and there the float work per group cost about what it saved: gate·up 30.4 -> 29.6 at 8
+// rows, 35.7 -> 36.2 at 16.
+template <int NT, typename Product>
+__device__ __forceinline__ void qmma(const Product& p, const XRows& x, int M, int K, int group, int slice,
+                                     float* partials, int* counters) {
+#if QFMT == 0
+  if (group >= MMA_STEP_K) return qmma_blocks<NT, false>(p, x, M, K, group, slice, partials, counters);
+#endif
+  qmma_blocks<NT, QFMT != 3>(p, x, M, K, group, slice, partials, counters);
+}
+
 #if __CUDA_ARCH__ >= 800
 // qmma_m8 for steps of up to 8 rows (one mma tile of x rows), qmma_m16 for 9..16 (two); a grid of
 // gridDim.x ≤ row_blocks blocks per slice of K.
@@ -1233,15 +1293,15 @@ struct GateUpTiles {
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS)                                    \
       qmma_m##MT(QSegments s, const int* xq, const float2* xqs, const u32* xh, const float* res, int M, int K, \
                  int group, int slice, int row_blocks, float* partials, int* counters) {              \
-    qmma_blocks<MT / 8>(SegmentTiles{s, res, M, row_blocks}, XRows{xq, xqs, xh}, M, K, group, slice, partials, \
-                        counters);                                                                     \
+    qmma<MT / 8>(SegmentTiles{s, res, M, row_blocks}, XRows{xq, xqs, xh}, M, K, group, slice, partials,   \
+                 counters);                                                                            \
   }                                                                                                    \
   extern "C" __global__ void __launch_bounds__(256, QMMA_MINBLOCKS) qmma_gate_up_m##MT(                \
       const chunk_t* wg, const chunk_t* wu, const void* sg, const void* su, const bf16_t* bg,          \
       const bf16_t* bu, const int* xq, const float2* xqs, const u32* xh, float* y, unsigned short* yh, \
       int M, int N, int K, int group, int slice, int row_blocks, float* partials, int* counters) {      \
-    qmma_blocks<MT / 8>(GateUpTiles{wg, wu, sg, su, bg, bu, y, yh, M, N, row_blocks}, XRows{xq, xqs, xh}, M, K, \
-                        group, slice, partials, counters);                                             \
+    qmma<MT / 8>(GateUpTiles{wg, wu, sg, su, bg, bu, y, yh, M, N, row_blocks}, XRows{xq, xqs, xh}, M, K,  \
+                 group, slice, partials, counters);                                                    \
   }
 QMMA(8)
 QMMA(16)

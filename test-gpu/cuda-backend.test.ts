@@ -220,13 +220,14 @@ function quantizedOnBoth(scheme: QuantScheme, rows: number, cols: number, group:
   return [cpu.quantizedWeight("w", w), gpu.quantizedWeight("w", w)];
 }
 
-test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, on tensor cores from 5 or 6 rows) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
+test("quantized GEMV (fp8, int8, int4, int2; M = 1..16, on tensor cores from 4 or 5 rows) and the dequantize + tensor-core path (37, 64, 100 rows)", () => {
   const cases: [QuantScheme, number][] = [
     ["fp8", 128],
     ["int8", 256],
     ["int8", 32],
     ["int4", 128],
     ["int4", 32],
+    ["int2", 128],
     ["int2", 64],
     ["int2", 32],
   ];

@@ -120,10 +120,10 @@ const qmmaFromRows: Record<QuantScheme, number> = { int4: 4, fp8: 4, int8: 5, in
 const qmmaOverride = optionalNumber(process.env.TACHYON_QMMA_FROM_ROWS);
 
 /**
- * K each qmma block covers, whose half copy of x it stages in shared memory (at most
- * QMMA_X_BYTES in kernels/qgemv.cu: 1024 k of 16 rows). Measured on the H100 (8B,
- * docs/BENCHMARKS.md session 15): steps of 2 / 4 / 8 rows of int4 on qmma 3.89 / 4.04 / 4.26 ms
- * with slices of 512, 3.44 / 3.55 / 3.84 with 1024; int8 and fp8 alike.
+ * K each qmma block covers, whose half copy of x it stages in shared memory (32 KB for 1024 k
+ * of 16 rows). Measured on the H100 (8B, docs/BENCHMARKS.md session 15): steps of 2 / 4 / 8 rows
+ * of int4 on qmma 3.89 / 4.04 / 4.26 ms with slices of 512, 3.44 / 3.55 / 3.84 with 1024; int8
+ * and fp8 alike.
  */
 const qmmaSliceK = 1024;
 
@@ -981,7 +981,9 @@ export class CudaBackend implements Backend {
     const rowBlocks = Math.ceil(tiles / 8);
     const slices = Math.ceil(K / qmmaSliceK);
     const kernel = this.qgemvKernel(q, `${name}_m${xRows}`);
-    const xBytes = Math.min(K, qmmaSliceK) * xRows * 2;
+    // x's slice as half, and for the integer schemes a float sum of each step's x per row.
+    const sliceK = Math.min(K, qmmaSliceK);
+    const xBytes = sliceK * xRows * 2 + (q.scheme === "fp8" ? 0 : (sliceK / qmmaStepK(q.scheme)) * xRows * 4);
     const byMail = this.ctx.info.computeCapability[0] >= 9 && slices > 1 && slices <= qmmaMailSlices;
     let blocks: number;
     let sharedBytes = xBytes;
