@@ -793,6 +793,15 @@ __device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
   return r;
 }
 
+// (a & b) | c in one LOP3. Written as C, with b and c both constants, the compiler emits two (an
+// instruction takes one immediate): 64 of the 133 LOP3s in two steps of qmma's int4 loop were
+// these ORs (session 24 of docs/BENCHMARKS.md: 8-row int4 steps 3.02 -> 2.90 ms, int2 2.85 -> 2.73).
+__device__ __forceinline__ u32 and_or(u32 a, u32 b, u32 c) {
+  u32 r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
 // Word w of a chunk's codes as WORD_PAIRS half2 values, code - CENTRE (exact) for the integer
 // schemes. Codes or'ed into the mantissa of 1024 (0x6400) read as 1024 + code · 2^b, b their bit
 // position in the half; one subtraction (or multiply-add) leaves code - CENTRE. Pair p holds
@@ -801,10 +810,10 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
 #if QFMT == 1
   // Low nibbles of bytes 0, 2 are k 0, 2; of bytes 1, 3 (w >> 8) k 1, 3; high nibbles k + 4.
   const u32 v = w >> 8;
-  p[0] = hsub2((w & 0x000F000Fu) | 0x64006400u, 0x64086408u);                // - 1032
-  p[1] = hsub2((v & 0x000F000Fu) | 0x64006400u, 0x64086408u);
-  p[2] = hfma2((w & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);  // / 16 - 72
-  p[3] = hfma2((v & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);
+  p[0] = hsub2(and_or(w, 0x000F000Fu, 0x64006400u), 0x64086408u);                // - 1032
+  p[1] = hsub2(and_or(v, 0x000F000Fu, 0x64006400u), 0x64086408u);
+  p[2] = hfma2(and_or(w, 0x00F000F0u, 0x64006400u), 0x2C002C00u, 0xD480D480u);  // / 16 - 72
+  p[3] = hfma2(and_or(v, 0x00F000F0u, 0x64006400u), 0x2C002C00u, 0xD480D480u);
 #elif QFMT == 2
   // Bits 2s, 2s + 1 of bytes 0, 2 are k 4s, 4s + 2; of bytes 1, 3 k 4s + 1, 4s + 3: 1024 + code · 4^s.
   const u32 v = w >> 8;
@@ -812,8 +821,8 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
   const u32 sub[4] = {0xE402E402u, 0xDC08DC08u, 0xD420D420u, 0xCC80CC80u};  // -(1024 · 4^-s + 2)
 #pragma unroll
   for (int s = 0; s < 4; s++) {
-    p[2 * s] = hfma2((w & (0x00030003u << 2 * s)) | 0x64006400u, mul[s], sub[s]);
-    p[2 * s + 1] = hfma2((v & (0x00030003u << 2 * s)) | 0x64006400u, mul[s], sub[s]);
+    p[2 * s] = hfma2(and_or(w, 0x00030003u << 2 * s, 0x64006400u), mul[s], sub[s]);
+    p[2 * s + 1] = hfma2(and_or(v, 0x00030003u << 2 * s, 0x64006400u), mul[s], sub[s]);
   }
 #elif QFMT == 0
   // Signed bytes k 0..3, made unsigned (+128) and placed under 0x64: 1024 + 128 + code.
