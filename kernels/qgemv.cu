@@ -841,8 +841,8 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
 // times its block's scale, rounded to half once. Each thread issues a batch of X_BATCH loads
 // before it converts any: they are L2 hits queued behind the weight stream.
 template <int NT>
-__device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restrict__ step_sums, const XRows& x, int M,
-                                        int K, int k0, int steps) {
+__device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restrict__ group_sums, const XRows& x, int M,
+                                        int K, int k0, int steps, int shift) {
   const int n = steps * NT * X_PIECES * 32;
   for (int base = threadIdx.x; base < n; base += 256 * X_BATCH) {
 #if QFMT == 3
@@ -880,16 +880,20 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restric
     }
   }
 #if QFMT != 3
-  // Where scales apply to the sums (qmma_blocks), each step's sum of x per row (from quantize_x's
-  // block sums), which the weights' offsets meet.
-  if (step_sums == nullptr) return;
-  for (int e = threadIdx.x; e < steps * NT * 8; e += 256) {
-    const int s = e / (NT * 8), m = e % (NT * 8);
+  // Where scales apply to the sums (qmma_blocks), x's sum per row over each group's part r of the
+  // slice (groups of 1 << shift k), which the weights' offsets meet: entry r · 8 · NT + m, summed
+  // by a warp from quantize_x's block sums, a lane a block of 32 (and every 32nd after it).
+  if (group_sums == nullptr) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, end = k0 + steps * MMA_STEP_K;
+  const int first = k0 >> shift, parts = ((end - 1) >> shift) - first + 1;
+  for (int e = warp; e < parts * NT * 8; e += 8) {
+    const int r = e / (NT * 8), m = e % (NT * 8);
+    const int hi = m < M ? min(end, (first + r + 1) << shift) : 0;
     float sum = 0.0f;
-    if (m < M)
-#pragma unroll
-      for (int b = 0; b < MMA_STEP_K / 32; b++) sum += x.qs[((size_t)m * K + k0 + s * MMA_STEP_K) / 32 + b].y;
-    step_sums[e] = sum;
+    for (int k = max(k0, (first + r) << shift) + 32 * lane; k < hi; k += 32 * 32)
+      sum += x.qs[((size_t)m * K + k) / 32].y;
+    sum = warp_sum(sum);
+    if (lane == 0) group_sums[e] = sum;
   }
 #endif
 }
@@ -911,7 +915,7 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const u32 (&a)[4], u32 b0
 // times FP8_X_SCALE.
 __device__ __forceinline__ float2 mma_scale(u32 v) {
 #if QFMT == 3
-  return float2{__uint_as_float(v) / FP8_X_SCALE, 0.0f};
+  return decode_scale(v);
 #else
   const float2 f = h2_to_f32x2(v);
   return float2{f.x, f.y + CENTRE * f.x};
@@ -1129,30 +1133,26 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
   MmaStage ring[QMMA_DEPTH];
 #pragma unroll
   for (int d = 0; d < QMMA_DEPTH; d++) fetch_next(ring[d]);
-  // Shared memory: x's slice, its step sums (integer schemes), then the mail slots.
+  // Shared memory: x's slice, its sums by group (integer schemes; at most one a step), the mail slots.
   const int slice_steps = min(K, slice) / MMA_STEP_K;
-  float* const step_sums = reinterpret_cast<float*>(xs + (size_t)slice_steps * NT * X_PIECES * 32);
+  float* const group_sums = reinterpret_cast<float*>(xs + (size_t)slice_steps * NT * X_PIECES * 32);
 #if __CUDA_ARCH__ >= 900
   // Slices meet by mail where the host launched them as a cluster and gave no scratch space.
   const bool by_mail = gridDim.z > 1 && partials == nullptr;
-  const SliceMail<NT> mail(step_sums + (QFMT == 3 ? 0 : slice_steps * NT * 8), blocks);
+  const SliceMail<NT> mail(group_sums + (QFMT == 3 ? 0 : slice_steps * NT * 8), blocks);
   if (by_mail) mail.open(blocks, M);
 #endif
   pdl_start();
-  stage_x<NT>(xs, SCALED_CODES ? nullptr : step_sums, x, M, K, k0, steps);
+  stage_x<NT>(xs, SCALED_CODES || QFMT == 3 ? nullptr : group_sums, x, M, K, k0, steps, shift);
   __syncthreads();
   for (int j = 0; j < blocks; j++) {
     const int rb = blockIdx.x + j * gridDim.x;
     const bool live = p.rows(rb, K, groups).live;
-    // Unless SCALED_CODES, part: the current group's sums of bare codes times x; xsum: its sums
-    // of x (rows 8i + 2t, + 1).
-    float acc[NT][4], part[NT][4], xsum[NT][2];
+    float acc[NT][4], part[NT][4];  // unless SCALED_CODES, part: the current group's sums of bare codes
 #pragma unroll
-    for (int i = 0; i < NT; i++) {
+    for (int i = 0; i < NT; i++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[i][e] = part[i][e] = 0.0f;
-      xsum[i][0] = xsum[i][1] = 0.0f;
-    }
     for (int s0 = 0; s0 < padded; s0 += QMMA_DEPTH) {
 #pragma unroll
       for (int d = 0; d < QMMA_DEPTH; d++) {
@@ -1166,24 +1166,25 @@ __device__ __forceinline__ void qmma_blocks(const Product& p, const XRows& x, in
           continue;
         }
         mma_step<NT, false>(st, xp, part);
-#if QFMT != 3
-#pragma unroll
-        for (int i = 0; i < NT; i++) {
-          const float2 v = *reinterpret_cast<const float2*>(step_sums + (s * NT + i) * 8 + 2 * t);
-          xsum[i][0] += v.x, xsum[i][1] += v.y;
-        }
-#endif
         if (((k0 + (s + 1) * MMA_STEP_K) & ((1 << shift) - 1)) == 0 || s == steps - 1) {
-          // The group ends (or the slice): rows g and g + 8 (or gate and up) each lie in one group.
+          // The group ends (or the slice): rows g and g + 8 (or gate and up) each lie in one group,
+          // whose part r of the slice x rows 8i + 2t, + 1 sum to xsum.
           const float2 f[2] = {mma_scale(st.s[0]), mma_scale(st.s[1])};
+          const int r = ((k0 + s * MMA_STEP_K) >> shift) - (k0 >> shift);
 #pragma unroll
           for (int i = 0; i < NT; i++) {
+#if QFMT != 3
+            const float2 xsum = *reinterpret_cast<const float2*>(group_sums + (r * NT + i) * 8 + 2 * t);
+#endif
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-              acc[i][e] += part[i][e] * f[e / 2].x + (QFMT == 3 ? 0.0f : f[e / 2].y * xsum[i][e & 1]);
+#if QFMT == 3
+              acc[i][e] += part[i][e] * f[e / 2].x;
+#else
+              acc[i][e] += part[i][e] * f[e / 2].x + f[e / 2].y * (e & 1 ? xsum.y : xsum.x);
+#endif
               part[i][e] = 0.0f;
             }
-            xsum[i][0] = xsum[i][1] = 0.0f;
           }
         }
       }

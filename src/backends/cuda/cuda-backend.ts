@@ -981,7 +981,8 @@ export class CudaBackend implements Backend {
     const rowBlocks = Math.ceil(tiles / 8);
     const slices = Math.ceil(K / qmmaSliceK);
     const kernel = this.qgemvKernel(q, `${name}_m${xRows}`);
-    // x's slice as half, and for the integer schemes a float sum of each step's x per row.
+    // x's slice as half, and for the integer schemes float sums of x per row by group (at most
+    // one a step).
     const sliceK = Math.min(K, qmmaSliceK);
     const xBytes = sliceK * xRows * 2 + (q.scheme === "fp8" ? 0 : (sliceK / qmmaStepK(q.scheme)) * xRows * 4);
     const byMail = this.ctx.info.computeCapability[0] >= 9 && slices > 1 && slices <= qmmaMailSlices;
