@@ -155,7 +155,8 @@ __device__ __forceinline__ float2 group_scale(const void* scales, int r, int c, 
 }
 
 // x as the kernels read it: for the integer schemes int8 rows with one (scale, sum) per block of
-// 32 (quantize_x); for fp8, x · FP8_X_SCALE as half (half_x).
+// 32 (quantize_x), or for qmma x itself as half where its producer made that (h); for fp8,
+// x · FP8_X_SCALE as half (half_x).
 struct XRows {
   const int* q;
   const float2* qs;
@@ -763,7 +764,9 @@ extern "C" __global__ void __launch_bounds__(FOLD_THREADS, 4) qgate_up_fold_m1(
 // 41.7, down 26.7, o 13.8, q/k/v 12.7, against 32.4 / 19.9 / 11.5 / 10.9 with the slices' meeting
 // left out. The slices of gate·up, o and q/k/v (4 of 1024) now meet by mail: 35.7 / 12.5 / 12.1;
 // down's 14 slices still meet through global memory (8 slices of 1792 by mail, and clusters of 14,
-// were slower).
+// were slower). Session 25 ran integer schemes on the integer tensor cores again (x as two signed
+// bytes, branch experiment/qmma-int-pair): the loop's instructions fell by a fifth (int4, 8 rows:
+// 428 -> 325 for two steps) and the steps were no faster; the fixed cost per block is what counts.
 
 #define MMA_WARPS 8
 // Half2 pairs of one weight row a lane holds per step, per word of codes, and the 16-byte
@@ -837,17 +840,18 @@ __device__ __forceinline__ void word_pairs(u32 w, u32 (&p)[WORD_PAIRS]) {
 // The block's slice of x (k0 .. k0 + steps · MMA_STEP_K of every row) as half in shared memory,
 // in the order the lanes read it: for step s, x tile i (rows 8i .. 8i + 7), piece q and lane
 // (g, t), the 16 bytes at ((s · NT + i) · X_PIECES + q) · 32 + lane hold pairs 4q .. 4q + 3 of
-// lane t's chunk for row 8i + g (zero for rows past M). Integer schemes read x's int8 copy: code
-// times its block's scale, rounded to half once. Each thread issues a batch of X_BATCH loads
-// before it converts any: they are L2 hits queued behind the weight stream.
+// lane t's chunk for row 8i + g (zero for rows past M). Integer schemes read x's plain half copy
+// where its producer made one (x.h: qmma_gate_up's output for down), its pairs reordered, and
+// otherwise x's int8 copy: code times its block's scale, rounded to half once. Each thread issues
+// a batch of X_BATCH loads before it converts any: they are L2 hits queued behind the weight
+// stream.
 template <int NT>
 __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restrict__ group_sums, const XRows& x, int M,
                                         int K, int k0, int steps, int shift) {
   const int n = steps * NT * X_PIECES * 32;
   for (int base = threadIdx.x; base < n; base += 256 * X_BATCH) {
-#if QFMT == 3
     uint4 h[X_BATCH];
-#else
+#if QFMT != 3
     uint2 c[X_BATCH];
     float sc[X_BATCH];
 #endif
@@ -861,6 +865,10 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restric
 #if QFMT == 3
       h[j] = live ? *reinterpret_cast<const uint4*>(x.h + k / 2) : uint4{0u, 0u, 0u, 0u};  // pairs in order
 #else
+      if (x.h) {
+        h[j] = live ? *reinterpret_cast<const uint4*>(x.h + k / 2) : uint4{0u, 0u, 0u, 0u};
+        continue;
+      }
       c[j] = live ? *reinterpret_cast<const uint2*>(reinterpret_cast<const signed char*>(x.q) + k) : uint2{0u, 0u};
       sc[j] = live ? x.qs[k / 32].x : 0.0f;
 #endif
@@ -872,6 +880,11 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restric
 #if QFMT == 3
       xs[e] = h[j];
 #else
+      if (x.h) {  // k 0..7 in order to the pairs (0, 2), (1, 3), (4, 6), (5, 7)
+        xs[e] = uint4{__byte_perm(h[j].x, h[j].y, 0x5410), __byte_perm(h[j].x, h[j].y, 0x7632),
+                      __byte_perm(h[j].z, h[j].w, 0x5410), __byte_perm(h[j].z, h[j].w, 0x7632)};
+        continue;
+      }
       float v[8];
 #pragma unroll
       for (int b = 0; b < 8; b++) v[b] = (float)(signed char)((b < 4 ? c[j].x : c[j].y) >> (8 * (b & 3))) * sc[j];
@@ -882,7 +895,8 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restric
 #if QFMT != 3
   // Where scales apply to the sums (qmma_blocks), x's sum per row over each group's part r of the
   // slice (groups of 1 << shift k), which the weights' offsets meet: entry r · 8 · NT + m, summed
-  // by a warp from quantize_x's block sums, a lane a block of 32 (and every 32nd after it).
+  // by a warp from quantize_x's block sums, a lane a block of 32 (and every 32nd after it), or
+  // from x's half copy, a lane 8 values at a time.
   if (group_sums == nullptr) return;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, end = k0 + steps * MMA_STEP_K;
   const int first = k0 >> shift, parts = ((end - 1) >> shift) - first + 1;
@@ -890,8 +904,15 @@ __device__ __forceinline__ void stage_x(uint4* __restrict__ xs, float* __restric
     const int r = e / (NT * 8), m = e % (NT * 8);
     const int hi = m < M ? min(end, (first + r + 1) << shift) : 0;
     float sum = 0.0f;
-    for (int k = max(k0, (first + r) << shift) + 32 * lane; k < hi; k += 32 * 32)
-      sum += x.qs[((size_t)m * K + k) / 32].y;
+    if (x.h)
+      for (int k = max(k0, (first + r) << shift) + 8 * lane; k < hi; k += 8 * 32) {
+        const uint4 v = *reinterpret_cast<const uint4*>(x.h + ((size_t)m * K + k) / 2);
+        const float2 a = h2_to_f32x2(v.x), b = h2_to_f32x2(v.y), c = h2_to_f32x2(v.z), d = h2_to_f32x2(v.w);
+        sum += ((a.x + a.y) + (b.x + b.y)) + ((c.x + c.y) + (d.x + d.y));
+      }
+    else
+      for (int k = max(k0, (first + r) << shift) + 32 * lane; k < hi; k += 32 * 32)
+        sum += x.qs[((size_t)m * K + k) / 32].y;
     sum = warp_sum(sum);
     if (lane == 0) group_sums[e] = sum;
   }
@@ -1276,7 +1297,8 @@ struct GateUpTiles {
         const float a = acc[i][e] + gb;
         const float out = silu(a) * (acc[i][2 + e] + ub);
         y[(size_t)m * N + r] = out;
-        if (yh) yh[(size_t)m * N + r] = f32_to_h(out * FP8_X_SCALE);
+        // For a down product on the tensor cores: fp8 weights read x · FP8_X_SCALE, integer ones x.
+        if (yh) yh[(size_t)m * N + r] = f32_to_h(QFMT == 3 ? out * FP8_X_SCALE : out);
       }
   }
 };

@@ -319,9 +319,12 @@ test("quantized tensor-core products whose slices of K meet by mail (2 to 8 slic
   }
 });
 
-test("one-row gate·up folding its norm in and rounding its output for down (integer weights; K of 1024, 2048, 4096)", () => {
-  // A backend of its own: once a model has an fp8 weight, gate·up also makes a half copy of its
-  // output, which the folding kernel does not, so the backend above no longer folds.
+/**
+ * A backend of its own for integer weights, with helpers to load a weight on it and on the CPU and
+ * to compare: once a model has an fp8 weight, products make the copies of their outputs that fp8
+ * reads, so the backend above neither folds gate·up at one row nor hands its output on as half.
+ */
+function integerBackend() {
   const ints = CudaBackend.create(cfg, { maxRows: 64 });
   const both = (scheme: QuantScheme, rows: number, cols: number, group: number): [Tensor, Tensor] => {
     const w = quantized(scheme, rows, cols, group);
@@ -335,6 +338,11 @@ test("one-row gate·up folding its norm in and rounding its output for down (int
     const err = relErr(ints.read(g), cpu.read(c), name);
     assert.ok(err <= tol, `${name}: relative error ${err.toExponential(2)} > ${tol}`);
   };
+  return { ints, both, bf16, check };
+}
+
+test("one-row gate·up folding its norm in and rounding its output for down (integer weights; K of 1024, 2048, 4096)", () => {
+  const { ints, both, bf16, check } = integerBackend();
   for (const [scheme, group, K, biased] of [
     ["int4", 128, 4096, false],
     ["int4", 32, 2048, true],
@@ -365,6 +373,37 @@ test("one-row gate·up folding its norm in and rounding its output for down (int
     check(`folded gate·up ${what}`, hc, hg, 2e-2);
     // down reads the int8 copy the fold made.
     check(`down of the folded gate·up's int8 copy ${what}`, cpu.linear(hc, dc), ints.linear(hg, dg), 2e-2);
+  }
+});
+
+test("a gate·up on the tensor cores hands down its output as half, with no quantize_x (integer weights, 4 to 16 rows)", () => {
+  const { ints, both, bf16, check } = integerBackend();
+  const K = 1024;
+  const N = 512;
+  for (const [scheme, group] of [
+    ["int4", 128],
+    ["int4", 32],
+    ["int2", 32],
+    ["int8", 32],
+    ["int8", 256], // scaled on its sums, whose offsets meet x's sums by group, made from the half copy
+  ] as [QuantScheme, number][]) {
+    const [gc, gg] = both(scheme, N, K, group);
+    const [uc, ug] = both(scheme, N, K, group);
+    const [dc, dg] = both(scheme, 96, N, group);
+    const [nc, ng] = bf16(K);
+    const from = Number(process.env.TACHYON_QMMA_FROM_ROWS ?? (scheme === "int4" ? 4 : 5));
+    for (const M of [4, 5, 8, 16]) {
+      const what = `${scheme} g${group} M=${M}`;
+      fresh(ints);
+      const xc = residualStream(M, K);
+      const xg = uploadRows(xc.data, M, K, ints);
+      const hc = cpu.gateUp(xc, gc, uc, { norm: { weight: nc, eps: 1e-6 } });
+      const hg = ints.gateUp(xg, gg, ug, { norm: { weight: ng, eps: 1e-6 } });
+      const handsHalf = (hg as CudaTensor).plainHalf !== undefined;
+      assert.equal(handsHalf, M >= from, `${what}: half copy of gate·up's output`);
+      check(`gate·up ${what}`, hc, hg, 2e-2);
+      check(`down of gate·up ${what}`, cpu.linear(hc, dc), ints.linear(hg, dg), 2e-2);
+    }
   }
 });
 

@@ -55,6 +55,8 @@ export class CudaTensor implements Tensor {
   int8?: Int8Rows;
   /** The half copy (times FP8_X_SCALE) its producer made for an fp8-weight GEMV, if it made one. */
   half?: DevicePtr;
+  /** Its plain half copy, which a gate·up on the tensor cores makes for an integer down product there. */
+  plainHalf?: DevicePtr;
   constructor(
     readonly rows: number,
     readonly cols: number,
@@ -748,7 +750,7 @@ export class CudaBackend implements Backend {
       x = this.normed(x, norm);
       const xq = this.int8Rows(x, qg);
       const xh = this.halfRows(x, qg);
-      const yh = this.halfFor(out);
+      const yh = qg.scheme === "fp8" ? this.halfFor(out) : this.plainHalfFor(out, qg, K);
       for (let r = 0; r < x.rows; r += 16) {
         const m = Math.min(16, x.rows - r);
         const args = [
@@ -860,8 +862,10 @@ export class CudaBackend implements Backend {
       return outs;
     }
     x = this.normed(x, norm);
-    const xq = this.int8Rows(x, q!);
-    const xh = this.halfRows(x, q!);
+    const plain = (x as CudaTensor).plainHalf;
+    const fromHalf = plain !== undefined && this.qmmaReadsHalf(q!, x.rows, K);
+    const xq = fromHalf ? { q: 0, scales: 0 } : this.int8Rows(x, q!);
+    const xh = fromHalf ? plain : this.halfRows(x, q!);
     for (let r = 0; r < x.rows; r += 16) {
       const m = Math.min(16, x.rows - r);
       const xin = [
@@ -1106,6 +1110,27 @@ export class CudaBackend implements Backend {
     const n = out.rows * out.cols;
     out.int8 = { q: this.arena.alloc(n), scales: this.arena.alloc((n / 32) * 8) };
     return out.int8;
+  }
+
+  /**
+   * Space for the plain half copy of a gate·up's output `out` that qmma_gate_up fills where an
+   * integer down product of the same scheme would take it on the tensor cores (qmmaReadsHalf):
+   * down's qmma stages x from it, and no quantize_x runs between the two. Not beside fp8 weights,
+   * whose copies are scaled.
+   */
+  private plainHalfFor(out: CudaTensor, q: DeviceQuant, K: number): DevicePtr | undefined {
+    if (this.fp8Weights || !this.tensorCoreRows(q, out.rows, K) || !this.qmmaReadsHalf(q, out.rows, out.cols))
+      return undefined;
+    out.plainHalf = this.arena.alloc(out.rows * out.cols * 2);
+    return out.plainHalf;
+  }
+
+  /**
+   * Whether an integer-weight product of `m` rows over K (at most one launch) runs on the tensor
+   * cores, where it can stage x from a plain half copy.
+   */
+  private qmmaReadsHalf(q: DeviceQuant, m: number, K: number): boolean {
+    return q.scheme !== "fp8" && m <= 16 && this.tensorCoreRows(q, m, K);
   }
 
   /** Space for the half copy of `out` that its producing kernel fills, when the model has fp8 weights. */
